@@ -1,0 +1,50 @@
+"""learned_opt: learned optimizers in JAX and scipy.optimize.minimize over dicts of arrays.
+
+Public names are resolved lazily so that ``import learned_opt`` stays light; each maps to the
+module that defines it (one concept per module).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> defining module (relative to this package)
+_LAZY = {
+    # the dict API
+    "minimize": "dict_api",
+    "OptimizeResult": "dict_api",
+    # learned-optimizer interface and architectures
+    "LearnedOptimizer": "base",
+    "MLPLOpt": "mlp_lopt",
+    "FactoredMLPLOpt": "factored_lopt",
+    "HierarchicalLOpt": "hierarchical_lopt",
+    "LearnableSGD": "learnable_hand",
+    "LearnableMomentum": "learnable_hand",
+    "LearnableAdam": "learnable_hand",
+    "get_optimizer": "registry",
+    "optimizer_names": "registry",
+    "num_meta_params": "base",
+    # checkpoints
+    "save": "checkpoint",
+    "load": "checkpoint",
+    "as_optax": "checkpoint",
+    "load_pretrained": "pretrained",
+    "pretrained_names": "pretrained",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'learned_opt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"learned_opt.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,3 @@
+from learned_opt.cli import main
+
+raise SystemExit(main())

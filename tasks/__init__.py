@@ -1,0 +1,3 @@
+from tasks.base import Batch, Datasets, Params, Split, Task, TaskFamily
+
+__all__ = ["Batch", "Datasets", "Params", "Split", "Task", "TaskFamily"]
