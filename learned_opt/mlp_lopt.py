@@ -1,0 +1,177 @@
+"""Per-parameter MLP learned optimizer (the architecture of Metz et al. 2019, "Understanding and
+correcting pathologies in the training of learned optimizers").
+
+For every scalar parameter ``w`` with gradient ``g`` the optimizer keeps momenta
+``m_k <- β_k m_k + (1-β_k) g`` at decays ``β_k`` (default 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999) and
+a second moment ``v <- β_v v + (1-β_v) g²`` (``β_v = 0.999``). Its input features are
+
+* ``g, w, m_1..m_K, sqrt(v)`` and the "rsqrt" features ``g/sqrt(v+ε), m_k/sqrt(v+ε)``, each column
+  divided by its root-mean-square over the parameter's tensor (``x / sqrt(mean_tensor(x²)+ε)``),
+  which makes the first update invariant to rescaling one tensor's gradients by ``c > 0``;
+* time features of the 0-based step ``t``: ``tanh(t/s)`` for ``s`` in 1, 10, …, 10⁴ and, when the
+  horizon ``T = num_steps`` is given, ``t/T`` and ``1 - t/T`` (zeros otherwise).
+
+An MLP (default two hidden ReLU layers of 32) maps the features to a direction ``d`` and a
+log-magnitude ``s``; the update (added to the parameter) is ``u = d · exp(α s) · β`` with
+``α = β = 0.001`` so the untrained optimizer takes small, stable steps. With the defaults θ has
+1,890 meta-parameters (``num_meta_params``).
+
+Implementation: all parameter leaves are concatenated into one float32 vector (see
+:mod:`learned_opt.features`), features are an ``(N, F)`` matrix, the network is one batched matmul
+chain, per-tensor RMS statistics are reductions over static contiguous segments, and updates are
+split back into the params' tree and cast to each leaf's dtype. The time features enter through
+the first layer's bias (they are the same for every row). The optimizer state
+(:class:`MLPLOptState`) keeps the accumulators in that flat float32 layout.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from learned_opt import features as F
+from learned_opt.base import LearnedOptimizer, Theta
+
+DEFAULT_MOMENTUM_DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
+
+
+class MLPLOptState(NamedTuple):
+    count: jax.Array  # int32 number of updates done (the 0-based step of the next update)
+    momenta: jax.Array  # float32 (N, K): EMAs of the flat gradient at each momentum decay
+    second_moment: jax.Array  # float32 (N,): EMA of the squared flat gradient
+
+
+def _tuple_of_floats(name: str, values: Any, lo: float, hi: float, closed_hi: bool = False) -> tuple:
+    try:
+        out = tuple(float(v) for v in values)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}") from e
+    for v in out:
+        if not (lo <= v < hi or (closed_hi and v == hi)):
+            raise ValueError(f"{name} entries must lie in [{lo}, {hi}{']' if closed_hi else ')'}, got {v}")
+    return out
+
+
+def _positive_ints(name: str, values: Any) -> tuple:
+    try:
+        out = tuple(int(v) for v in values)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from e
+    if any(v < 1 for v in out):
+        raise ValueError(f"{name} entries must be >= 1, got {out}")
+    return out
+
+
+def _positive_float(name: str, value: Any) -> float:
+    value = float(value)
+    if not value > 0.0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def momentum_features(g: jax.Array, momenta: jax.Array, v: jax.Array, layout: F.FlatLayout,
+                      rsqrt_eps: float) -> jax.Array:
+    """Gradient-derived columns ``[g, m_1..m_K, sqrt(v), g/sqrt(v+ε), m_k/sqrt(v+ε)]`` (N, 2K+3),
+    before per-tensor normalization. Shared with the hierarchical optimizer."""
+    r = jax.lax.rsqrt(v + rsqrt_eps)[:, None]
+    g2 = g[:, None]
+    return jnp.concatenate([g2, momenta, jnp.sqrt(v)[:, None], g2 * r, momenta * r], axis=1)
+
+
+class MLPLOpt(LearnedOptimizer):
+    """Per-parameter MLP learned optimizer; see the module docstring for the math.
+
+    Args:
+      hidden_sizes: widths of the hidden layers of the per-parameter MLP.
+      momentum_decays: decays ``β_k`` of the gradient momenta.
+      second_moment_decay: decay of the squared-gradient accumulator.
+      timescales: time scales ``s`` of the ``tanh(t/s)`` step features.
+      exp_mult: ``α``, multiplier of the log-magnitude output.
+      step_mult: ``β``, overall step scale.
+      rsqrt_eps: ``ε`` inside the rsqrt features.
+    """
+
+    name = "mlp"
+
+    def __init__(self, hidden_sizes: Sequence[int] = (32, 32),
+                 momentum_decays: Sequence[float] = DEFAULT_MOMENTUM_DECAYS,
+                 second_moment_decay: float = 0.999,
+                 timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
+                 exp_mult: float = 0.001, step_mult: float = 0.001, rsqrt_eps: float = 1e-30):
+        self.hidden_sizes = _positive_ints("hidden_sizes", hidden_sizes)
+        self.momentum_decays = _tuple_of_floats("momentum_decays", momentum_decays, 0.0, 1.0)
+        if not self.momentum_decays:
+            raise ValueError("momentum_decays must not be empty")
+        self.second_moment_decay = _tuple_of_floats("second_moment_decay", [second_moment_decay], 0.0, 1.0)[0]
+        self.timescales = tuple(_positive_float("timescales entry", s) for s in timescales)
+        self.exp_mult = _positive_float("exp_mult", exp_mult)
+        self.step_mult = _positive_float("step_mult", step_mult)
+        self.rsqrt_eps = _positive_float("rsqrt_eps", rsqrt_eps)
+
+    # --------------------------------------------------------------------------- structure
+    @property
+    def num_param_features(self) -> int:
+        """Per-parameter (row) features: the parameter plus the 2K+3 gradient features."""
+        return 1 + 2 * len(self.momentum_decays) + 3
+
+    @property
+    def num_features(self) -> int:
+        return self.num_param_features + F.num_time_features(self.timescales)
+
+    def config(self) -> dict:
+        return {"hidden_sizes": list(self.hidden_sizes), "momentum_decays": list(self.momentum_decays),
+                "second_moment_decay": self.second_moment_decay, "timescales": list(self.timescales),
+                "exp_mult": self.exp_mult, "step_mult": self.step_mult, "rsqrt_eps": self.rsqrt_eps}
+
+    def init(self, key: jax.Array) -> Theta:
+        sizes = (self.num_features,) + self.hidden_sizes + (2,)
+        return F.mlp_init(key, sizes)
+
+    # ------------------------------------------------------------------------------ update
+    def opt_fn(self, theta: Theta, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+        owner = type(self).__name__
+        num_layers = len(self.hidden_sizes) + 1
+        F.check_theta(theta, [f"{k}{i}" for i in range(num_layers) for k in ("w", "b")], owner)
+        if tuple(jnp.shape(theta["w0"]))[-2:] != (self.num_features, self.hidden_sizes[0]):
+            raise ValueError(f"{owner}: theta['w0'] has shape {jnp.shape(theta['w0'])}, expected "
+                             f"{(self.num_features, self.hidden_sizes[0])}")
+        num_steps = F.check_num_steps(num_steps, owner)
+        decays = jnp.asarray(self.momentum_decays, jnp.float32)
+        beta_v = self.second_moment_decay
+        n_param = self.num_param_features
+
+        def init_fn(params):
+            layout = F.layout_of(params)
+            n, k = layout.total, len(self.momentum_decays)
+            return MLPLOptState(count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), jnp.float32),
+                                second_moment=jnp.zeros((n,), jnp.float32))
+
+        def update_fn(grads, state, params=None, **extra):
+            del extra  # the loss is not a feature of this architecture
+            if params is None:
+                raise ValueError(f"{owner}.update needs params (the parameter is an input feature)")
+            layout = F.layout_of(params)
+            F.check_same_structure(layout, grads, "grads")
+            g = F.flatten(grads, layout)
+            p = F.flatten(params, layout)
+            momenta = F.ema(state.momenta, g, decays)
+            v = beta_v * state.second_moment + (1.0 - beta_v) * jnp.square(g)
+            x = jnp.concatenate([p[:, None], momentum_features(g, momenta, v, layout, self.rsqrt_eps)], axis=1)
+            x = F.segment_rms_normalize(x, layout)
+            tf = F.time_features(state.count, num_steps, self.timescales)
+            # first layer: row features through w0[:n_param], time features folded into the bias
+            w0 = theta["w0"]
+            h = x @ w0[:n_param] + (tf @ w0[n_param:] + theta["b0"])
+            h = jax.nn.relu(h)
+            for i in range(1, num_layers):
+                h = h @ theta[f"w{i}"] + theta[f"b{i}"]
+                if i < num_layers - 1:
+                    h = jax.nn.relu(h)
+            step = h[:, 0] * jnp.exp(self.exp_mult * h[:, 1]) * self.step_mult
+            updates = F.unflatten(step, layout)
+            count = jnp.where(state.count < jnp.iinfo(jnp.int32).max, state.count + 1, state.count)
+            return updates, MLPLOptState(count=count, momenta=momenta, second_moment=v)
+
+        return F.as_extra_args(init_fn, update_fn)
