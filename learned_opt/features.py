@@ -18,7 +18,13 @@ Feature helpers
   column (invariant to rescaling one tensor's inputs by ``c > 0``);
 * :func:`time_features` — ``tanh(t / s)`` for several time scales ``s`` and, when a horizon
   ``T`` is known, ``[t/T, 1 - t/T]`` (zeros when it is not, so the feature count never changes);
-* :func:`mlp_init` / :func:`mlp_apply` — a plain dense ReLU network on a θ sub-dict.
+* :func:`gradient_features` — ``[g, m_1..m_K, sqrt(v), g/sqrt(v+ε), m_k/sqrt(v+ε)]`` columns;
+* :func:`mlp_init` / :func:`mlp_apply` — a plain dense ReLU network on a θ sub-dict;
+  :func:`mlp_apply` adds an optional extra first-layer bias (time features or a per-tensor
+  conditioning vector broadcast to the rows), which is cheaper than concatenating columns;
+* :func:`direction_magnitude_step` — ``u = d · exp(α s) · β`` from the network's two outputs;
+* :class:`LossStats` / :func:`update_loss_stats` / :func:`loss_features` — normalized loss
+  features that are finite at step 0 and for any finite loss scale (no bias-correction division).
 """
 from __future__ import annotations
 
@@ -169,13 +175,123 @@ def mlp_init(key: Array, sizes: Sequence[int], last_scale: float = 1.0, prefix: 
     return params
 
 
-def mlp_apply(theta: dict, x: Array, num_layers: int, prefix: str = "") -> Array:
-    """ReLU MLP with ``num_layers`` dense layers (no activation after the last one)."""
-    for i in range(num_layers):
-        x = x @ theta[f"{prefix}w{i}"] + theta[f"{prefix}b{i}"]
-        if i < num_layers - 1:
-            x = jax.nn.relu(x)
-    return x
+def mlp_apply(theta: dict, x: Array, num_layers: int, prefix: str = "",
+              extra_bias: Array | None = None) -> Array:
+    """ReLU MLP with ``num_layers`` dense layers (no activation after the last one).
+
+    ``x`` may have fewer columns than ``w0`` has rows: then ``w0[:x.shape[-1]]`` multiplies ``x``
+    and ``extra_bias`` (already projected to the first hidden width, broadcastable to the rows)
+    is added to the first pre-activation.
+    """
+    w0 = theta[f"{prefix}w0"]
+    h = x @ w0[: x.shape[-1]] + theta[f"{prefix}b0"]
+    if extra_bias is not None:
+        h = h + extra_bias
+    for i in range(1, num_layers):
+        h = jax.nn.relu(h)
+        h = h @ theta[f"{prefix}w{i}"] + theta[f"{prefix}b{i}"]
+    return h
+
+
+def gradient_features(g: Array, momenta: Array, v: Array, rsqrt_eps: float) -> Array:
+    """Per-parameter gradient columns ``[g, m_1..m_K, sqrt(v), g/sqrt(v+ε), m_k/sqrt(v+ε)]``,
+    shape ``(N, 2K+3)`` (before per-tensor normalization)."""
+    r = jax.lax.rsqrt(v + rsqrt_eps)[:, None]
+    g2 = g[:, None]
+    return jnp.concatenate([g2, momenta, jnp.sqrt(v)[:, None], g2 * r, momenta * r], axis=1)
+
+
+def direction_magnitude_step(out: Array, exp_mult: float, step_mult: float,
+                             log_scale: Array | float = 0.0) -> Array:
+    """``u = d · exp(α (s + log_scale)) · β`` with ``d = out[:, 0]``, ``s = out[:, 1]``."""
+    return out[:, 0] * jnp.exp(exp_mult * (out[:, 1] + log_scale)) * step_mult
+
+
+def increment(count: Array) -> Array:
+    """``count + 1`` saturating at the int32 maximum."""
+    return jnp.where(count < jnp.iinfo(jnp.int32).max, count + 1, count).astype(jnp.int32)
+
+
+class LossStats(NamedTuple):
+    """Running statistics of a scalar loss stream (float32 except ``count``)."""
+
+    count: Array  # int32 number of finite losses seen
+    first: Array  # the first finite loss
+    mean: Array  # (D,) EMAs of the loss at decays β_d, initialized to the first loss
+    var: Array  # (D,) EMAs of the squared deviation from the running mean
+
+
+def init_loss_stats(num_decays: int) -> LossStats:
+    z = jnp.zeros((num_decays,), jnp.float32)
+    return LossStats(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32), z, z)
+
+
+def loss_features(stats: LossStats, loss: Array) -> Array:
+    """Features of the current ``loss`` relative to the stats *before* it, shape ``(D+1,)``:
+
+    ``tanh((l - mean_d) / (sqrt(var_d) + 1e-3 |mean_d| + 1e-8))`` for each decay and
+    ``tanh((l - first) / (|first| + 1e-8))``. All zero before the first finite loss and for a
+    non-finite ``l``; every denominator is ≥ 1e-8, so they are finite for any finite loss scale
+    (losses starting at 0 or at 1e6 alike) and no bias-correction division ``1/(1-β^t)`` is needed.
+    """
+    l = jnp.asarray(loss, jnp.float32)
+    ok = (stats.count > 0) & jnp.isfinite(l)
+    l_safe = jnp.where(ok, l, 0.0)
+    mean = jnp.where(ok, stats.mean, 0.0)
+    first = jnp.where(ok, stats.first, 0.0)
+    scale = jnp.sqrt(stats.var) + 1e-3 * jnp.abs(mean) + 1e-8
+    z = jnp.tanh((l_safe - mean) / scale)
+    z0 = jnp.tanh((l_safe - first) / (jnp.abs(first) + 1e-8))
+    return jnp.where(ok, jnp.concatenate([z, z0[None]]), 0.0)
+
+
+def update_loss_stats(stats: LossStats, loss: Array, decays: Array) -> LossStats:
+    """Fold a loss into the stats: the first finite loss initializes ``first`` and ``mean``;
+    later ones do ``var <- β var + (1-β) β (l - mean)²``, ``mean <- β mean + (1-β) l``.
+    Non-finite losses are skipped."""
+    l = jnp.asarray(loss, jnp.float32)
+    finite = jnp.isfinite(l)
+    l_safe = jnp.where(finite, l, 0.0)
+    started = stats.count > 0
+    delta = l_safe - stats.mean
+    mean = jnp.where(started, decays * stats.mean + (1.0 - decays) * l_safe, l_safe)
+    var = jnp.where(started, decays * stats.var + (1.0 - decays) * decays * jnp.square(delta), 0.0)
+    first = jnp.where(started, stats.first, l_safe)
+    new = LossStats(increment(stats.count), first, mean, var)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, stats)
+
+
+def check_floats_in(name: str, values: Any, lo: float, hi: float) -> tuple:
+    """Tuple of floats, each in ``[lo, hi)``; TypeError/ValueError naming ``name`` otherwise."""
+    try:
+        out = tuple(float(v) for v in values)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}") from e
+    for v in out:
+        if not lo <= v < hi:
+            raise ValueError(f"{name} entries must lie in [{lo}, {hi}), got {v}")
+    return out
+
+
+def check_positive_ints(name: str, values: Any) -> tuple:
+    """Tuple of ints >= 1."""
+    try:
+        out = tuple(int(v) for v in values)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from e
+    if any(v < 1 for v in out):
+        raise ValueError(f"{name} entries must be >= 1, got {out}")
+    return out
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite float > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
 
 
 def check_theta(theta: Any, required: Sequence[str], owner: str) -> None:
@@ -193,6 +309,17 @@ def check_num_steps(num_steps: Any, owner: str) -> int | None:
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"{owner}: num_steps must be a positive int or None, got {num_steps!r}")
     return int(num_steps)
+
+
+def take_loss(extra: dict, name: str) -> Array | None:
+    """The scalar extra argument ``name`` (e.g. ``loss``, ``valid_loss``) as float32, or None."""
+    value = extra.get(name)
+    if value is None:
+        return None
+    value = jnp.asarray(value)
+    if value.ndim != 0:
+        raise ValueError(f"update extra argument {name!r} must be a scalar, got shape {value.shape}")
+    return value.astype(jnp.float32)
 
 
 def as_extra_args(init_fn, update_fn) -> optax.GradientTransformationExtraArgs:

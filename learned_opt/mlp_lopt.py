@@ -43,43 +43,6 @@ class MLPLOptState(NamedTuple):
     second_moment: jax.Array  # float32 (N,): EMA of the squared flat gradient
 
 
-def _tuple_of_floats(name: str, values: Any, lo: float, hi: float, closed_hi: bool = False) -> tuple:
-    try:
-        out = tuple(float(v) for v in values)
-    except TypeError as e:
-        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}") from e
-    for v in out:
-        if not (lo <= v < hi or (closed_hi and v == hi)):
-            raise ValueError(f"{name} entries must lie in [{lo}, {hi}{']' if closed_hi else ')'}, got {v}")
-    return out
-
-
-def _positive_ints(name: str, values: Any) -> tuple:
-    try:
-        out = tuple(int(v) for v in values)
-    except TypeError as e:
-        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from e
-    if any(v < 1 for v in out):
-        raise ValueError(f"{name} entries must be >= 1, got {out}")
-    return out
-
-
-def _positive_float(name: str, value: Any) -> float:
-    value = float(value)
-    if not value > 0.0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def momentum_features(g: jax.Array, momenta: jax.Array, v: jax.Array, layout: F.FlatLayout,
-                      rsqrt_eps: float) -> jax.Array:
-    """Gradient-derived columns ``[g, m_1..m_K, sqrt(v), g/sqrt(v+ε), m_k/sqrt(v+ε)]`` (N, 2K+3),
-    before per-tensor normalization. Shared with the hierarchical optimizer."""
-    r = jax.lax.rsqrt(v + rsqrt_eps)[:, None]
-    g2 = g[:, None]
-    return jnp.concatenate([g2, momenta, jnp.sqrt(v)[:, None], g2 * r, momenta * r], axis=1)
-
-
 class MLPLOpt(LearnedOptimizer):
     """Per-parameter MLP learned optimizer; see the module docstring for the math.
 
@@ -100,15 +63,15 @@ class MLPLOpt(LearnedOptimizer):
                  second_moment_decay: float = 0.999,
                  timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
                  exp_mult: float = 0.001, step_mult: float = 0.001, rsqrt_eps: float = 1e-30):
-        self.hidden_sizes = _positive_ints("hidden_sizes", hidden_sizes)
-        self.momentum_decays = _tuple_of_floats("momentum_decays", momentum_decays, 0.0, 1.0)
+        self.hidden_sizes = F.check_positive_ints("hidden_sizes", hidden_sizes)
+        self.momentum_decays = F.check_floats_in("momentum_decays", momentum_decays, 0.0, 1.0)
         if not self.momentum_decays:
             raise ValueError("momentum_decays must not be empty")
-        self.second_moment_decay = _tuple_of_floats("second_moment_decay", [second_moment_decay], 0.0, 1.0)[0]
-        self.timescales = tuple(_positive_float("timescales entry", s) for s in timescales)
-        self.exp_mult = _positive_float("exp_mult", exp_mult)
-        self.step_mult = _positive_float("step_mult", step_mult)
-        self.rsqrt_eps = _positive_float("rsqrt_eps", rsqrt_eps)
+        self.second_moment_decay = F.check_floats_in("second_moment_decay", [second_moment_decay], 0.0, 1.0)[0]
+        self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
+        self.exp_mult = F.check_positive("exp_mult", exp_mult)
+        self.step_mult = F.check_positive("step_mult", step_mult)
+        self.rsqrt_eps = F.check_positive("rsqrt_eps", rsqrt_eps)
 
     # --------------------------------------------------------------------------- structure
     @property
@@ -158,20 +121,13 @@ class MLPLOpt(LearnedOptimizer):
             p = F.flatten(params, layout)
             momenta = F.ema(state.momenta, g, decays)
             v = beta_v * state.second_moment + (1.0 - beta_v) * jnp.square(g)
-            x = jnp.concatenate([p[:, None], momentum_features(g, momenta, v, layout, self.rsqrt_eps)], axis=1)
+            x = jnp.concatenate([p[:, None], F.gradient_features(g, momenta, v, self.rsqrt_eps)], axis=1)
             x = F.segment_rms_normalize(x, layout)
             tf = F.time_features(state.count, num_steps, self.timescales)
-            # first layer: row features through w0[:n_param], time features folded into the bias
-            w0 = theta["w0"]
-            h = x @ w0[:n_param] + (tf @ w0[n_param:] + theta["b0"])
-            h = jax.nn.relu(h)
-            for i in range(1, num_layers):
-                h = h @ theta[f"w{i}"] + theta[f"b{i}"]
-                if i < num_layers - 1:
-                    h = jax.nn.relu(h)
-            step = h[:, 0] * jnp.exp(self.exp_mult * h[:, 1]) * self.step_mult
+            # time features are the same for every row: fold them into the first layer's bias
+            out = F.mlp_apply(theta, x, num_layers, extra_bias=tf @ theta["w0"][n_param:])
+            step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             updates = F.unflatten(step, layout)
-            count = jnp.where(state.count < jnp.iinfo(jnp.int32).max, state.count + 1, state.count)
-            return updates, MLPLOptState(count=count, momenta=momenta, second_moment=v)
+            return updates, MLPLOptState(count=F.increment(state.count), momenta=momenta, second_moment=v)
 
         return F.as_extra_args(init_fn, update_fn)
