@@ -61,9 +61,11 @@ def resolve_data_dir(data_dir: Optional[str]) -> str:
 # --- builder classes --------------------------------------------------------------------------
 
 def _tensor_features(tfds, specs: dict):
-    return tfds.features.FeaturesDict(
-        {k: tfds.features.Tensor(shape=tuple(shape), dtype=np.dtype(dtype)) for k, (shape, dtype)
-         in specs.items()})
+    """Tensor features; non-scalar ones store their raw bytes (compact, fast to decode)."""
+    def feature(shape, dtype):
+        encoding = tfds.features.Encoding.BYTES if len(shape) else tfds.features.Encoding.NONE
+        return tfds.features.Tensor(shape=tuple(shape), dtype=np.dtype(dtype), encoding=encoding)
+    return tfds.features.FeaturesDict({k: feature(*spec) for k, spec in specs.items()})
 
 
 def _examples(arrays: dict):
@@ -121,6 +123,7 @@ def _image_specs(shape, dtype) -> dict:
 
 
 def _make_source_builders() -> dict:
+    tfds = _tfds()
     Base = _make_builder_base()
 
     def raw_splits(raw: src.RawDataset) -> dict:
@@ -186,6 +189,9 @@ def _make_source_builders() -> dict:
         FEATURES = {"tokens": ((TEXT_BLOCK_LEN,), np.uint8), "index": ((), np.int64)}
         METADATA = {"vocab_size": text_lib.VOCAB_SIZE, "block_len": TEXT_BLOCK_LEN,
                     "source": "pydoc_data.topics"}
+        # one config per corpus content, so caches never mix Python releases
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(
+            name=text_config_name(text_lib.python_docs_text()))]
 
         def _load_splits(self):
             return {"train": text_blocks(text_lib.python_docs_text())}
@@ -366,28 +372,97 @@ def _stack(examples: list, split: str) -> dict:
     return out
 
 
+def _fast_tensor_specs(tfds, features) -> Optional[dict]:
+    """``key -> (shape, dtype, encoding)`` when every feature is a fixed-shape numeric Tensor.
+
+    Those serialize as one ``tf.train.Example`` field each: an ``int64_list``/``float_list`` of
+    the flattened values (encoding ``none``) or a one-element ``bytes_list`` holding the raw
+    (``bytes``) or ``zlib``-compressed array bytes. Anything else (images, strings, nested or
+    dynamic shapes) returns ``None`` and is decoded by TFDS example by example.
+    """
+    Tensor, Encoding = tfds.features.Tensor, tfds.features.Encoding
+    specs = {}
+    for key in features.keys():
+        f = features[key]
+        if not isinstance(f, Tensor) or f.shape is None or any(d is None for d in f.shape):
+            return None
+        dtype = np.dtype(f.np_dtype)
+        encoding = getattr(f, "_encoding", None)
+        if dtype.kind not in "biuf" or dtype == np.uint64 or encoding not in (
+                Encoding.NONE, Encoding.BYTES, Encoding.ZLIB):
+            return None
+        specs[key] = (tuple(f.shape), dtype, encoding)
+    return specs
+
+
+def _decode_records(records: list, features, split: str) -> dict:
+    """Serialized ``tf.train.Example`` records -> ``{key: [N, ...] array}``.
+
+    Fixed-shape numeric Tensor features are decoded column-wise (one protobuf parse per record,
+    one ``np.frombuffer``/``np.array`` per column); other features go through TFDS's
+    ``features.deserialize_example_np`` (NumPy, no TensorFlow) and are stacked.
+    """
+    import zlib
+
+    tfds = _tfds()
+    if not records:
+        raise ValueError(f"split {split!r} is empty")
+    specs = _fast_tensor_specs(tfds, features)
+    if specs is None:
+        return _stack([features.deserialize_example_np(r) for r in records], split)
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
+    n = len(maps)
+    out = {}
+    for key, (shape, dtype, encoding) in specs.items():
+        column = [m[key] for m in maps]
+        if encoding == tfds.features.Encoding.NONE:
+            if dtype.kind == "f":
+                flat = [v for c in column for v in c.float_list.value]
+            else:
+                flat = [v for c in column for v in c.int64_list.value]
+            array = np.asarray(flat, dtype=np.float64 if dtype.kind == "f" else np.int64)
+            array = array.astype(dtype)
+        else:
+            chunks = [c.bytes_list.value[0] for c in column]
+            if encoding == tfds.features.Encoding.ZLIB:
+                chunks = [zlib.decompress(c) for c in chunks]
+            array = np.frombuffer(b"".join(chunks), dtype=dtype)
+        size = int(np.prod(shape, dtype=np.int64))
+        if array.size != n * size:
+            raise ValueError(f"split {split!r} feature {key!r}: decoded {array.size} values, "
+                             f"expected {n} x {shape}")
+        out[key] = array.reshape((n, *shape))
+    return out
+
+
 def read_tfds_directory(path: str) -> tuple:
     """Read every split of the prepared TFDS dataset at ``path`` (a version directory).
 
-    Returns ``({split: {key: array}}, metadata_dict)``.
+    ``array_record`` splits are read through ``builder.as_data_source`` (raw records);
+    ``tfrecord`` shards (the default format of datasets prepared by TFDS users) with a small
+    record reader. Returns ``({split: {key: array}}, metadata_dict)``.
     """
     tfds = _tfds()
+    from tensorflow_datasets.core import decode as tfds_decode
+
     builder = tfds.builder_from_directory(path)
     info = builder.info
     fmt = str(getattr(info.file_format, "value", info.file_format))
     splits = {}
     for split in info.splits:
         if fmt == "array_record":
-            source = builder.as_data_source(split=split)
-            examples = source.__getitems__(range(len(source)))
+            source = builder.as_data_source(
+                split=split, deserialize_method=tfds_decode.DeserializeMethod.RAW_BYTES)
+            records = list(source.__getitems__(range(len(source))))
         elif fmt == "tfrecord":
-            examples = [info.features.deserialize_example_np(rec)
-                        for fp in info.splits[split].filepaths
-                        for rec in _tfrecord_records(os.fspath(fp))]
+            records = [rec for fp in info.splits[split].filepaths
+                       for rec in _tfrecord_records(os.fspath(fp))]
         else:
             raise ValueError(f"{path}: TFDS file format {fmt!r} is not supported for reading "
                              "without TensorFlow; prepare it with file_format='array_record'")
-        splits[split] = _stack(list(examples), split)
+        splits[split] = _decode_records(records, info.features, split)
     metadata = dict(info.metadata) if info.metadata is not None else {}
     return splits, metadata
 
@@ -397,21 +472,15 @@ def prepare_source(name: str, data_dir: str) -> str:
     builders = source_builders()
     if name not in builders:
         raise ValueError(f"unknown source dataset {name!r}; known: {sorted(builders)}")
-    cls = builders[name]
-    if name == "python_docs":
-        config = _tfds().core.BuilderConfig(name=text_config_name(text_lib.python_docs_text()))
-        builder = cls(data_dir=data_dir, config=config)
-    else:
-        builder = cls(data_dir=data_dir)
-    return prepare(builder)
+    return prepare(builders[name](data_dir=data_dir))
 
 
 def source_dir(name: str, data_dir: str) -> str:
     """Where ``prepare_source`` puts ``name`` (computed without constructing a builder)."""
     cls = source_builders()[name]
     parts = [data_dir, cls.name]
-    if name == "python_docs":
-        parts.append(text_config_name(text_lib.python_docs_text()))
+    if cls.BUILDER_CONFIGS:
+        parts.append(cls.BUILDER_CONFIGS[0].name)
     parts.append(str(cls.VERSION))
     return os.path.join(*parts)
 

@@ -182,12 +182,12 @@ def _image_arrays(name: str, data_dir: str, image_size: Optional[int], flatten: 
         out[split] = {"image": image, "label": splits[source]["label"][idx].astype(np.int32)}
     mean, std = 0.0, 1.0
     if center:
-        train = out["train"]["image"].astype(np.float64)
-        mean, std = float(train.mean()), float(train.std())
+        train = out["train"]["image"]
+        mean, std = float(train.mean(dtype=np.float64)), float(train.std(dtype=np.float64))
         if not np.isfinite(std) or std <= 0:
             raise ValueError(f"dataset {name!r}: train images have std {std}; cannot standardize")
         for arrays in out.values():
-            arrays["image"] = ((arrays["image"] - mean) / std).astype(np.float32)
+            arrays["image"] = (arrays["image"] - np.float32(mean)) / np.float32(std)
     for arrays in out.values():
         if flatten:
             arrays["image"] = arrays["image"].reshape(arrays["image"].shape[0], -1)

@@ -121,8 +121,12 @@ def read_idx(path: str) -> np.ndarray:
     return array.reshape(shape)
 
 
-def read_fashion_mnist(root: str = FASHION_MNIST_DIR) -> RawDataset:
-    """Fashion-MNIST (60,000 train + 10,000 test, 28x28, pixels 0..255) from IDX files."""
+def read_fashion_mnist(root: Optional[str] = None) -> RawDataset:
+    """Fashion-MNIST (60,000 train + 10,000 test, 28x28, pixels 0..255) from IDX files.
+
+    ``root`` defaults to ``FASHION_MNIST_DIR`` (Debian's ``dataset-fashion-mnist`` location).
+    """
+    root = FASHION_MNIST_DIR if root is None else root
     def find(stem):
         for name in (stem + ".gz", stem):
             if os.path.exists(os.path.join(root, name)):
