@@ -134,8 +134,7 @@ def _lbfgs(task: Task, *, max_iter: int, seed: int, eval_batch: Any) -> Optional
     source = "learned_opt.minimize"
     try:
         from learned_opt import minimize  # noqa: WPS433 (optional: written in parallel)
-        res = minimize(value_and_grad, params0, method="L-BFGS-B", jac=True,
-                       options={"maxiter": int(max_iter)})
+        res = minimize(fun, params0, method="L-BFGS-B", options={"maxiter": int(max_iter)})
         x, nit = res.x, int(getattr(res, "nit", -1))
     except (ImportError, AttributeError, ModuleNotFoundError):
         import scipy.optimize

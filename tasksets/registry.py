@@ -12,10 +12,12 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from tasksets.ids import canonical_json, to_json_value
+from tasksets.samplers.image import MLP_FAMILY
 from tasksets.samplers.quadratic import QUADRATIC_FAMILY
 from tasksets.spec import FamilySpec
 
 _ALL: tuple[FamilySpec, ...] = (
+    MLP_FAMILY,
     QUADRATIC_FAMILY,
 )
 FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({f.name: f for f in _ALL})
