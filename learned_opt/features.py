@@ -176,8 +176,9 @@ def mlp_init(key: Array, sizes: Sequence[int], last_scale: float = 1.0, prefix: 
 
 
 def mlp_apply(theta: dict, x: Array, num_layers: int, prefix: str = "",
-              extra_bias: Array | None = None) -> Array:
-    """ReLU MLP with ``num_layers`` dense layers (no activation after the last one).
+              extra_bias: Array | None = None, activation=jax.nn.relu) -> Array:
+    """MLP with ``num_layers`` dense layers and ``activation`` (ReLU by default) between them
+    (none after the last one).
 
     ``x`` may have fewer columns than ``w0`` has rows: then ``w0[:x.shape[-1]]`` multiplies ``x``
     and ``extra_bias`` (already projected to the first hidden width, broadcastable to the rows)
@@ -188,7 +189,7 @@ def mlp_apply(theta: dict, x: Array, num_layers: int, prefix: str = "",
     if extra_bias is not None:
         h = h + extra_bias
     for i in range(1, num_layers):
-        h = jax.nn.relu(h)
+        h = activation(h)
         h = h @ theta[f"{prefix}w{i}"] + theta[f"{prefix}b{i}"]
     return h
 
