@@ -1,0 +1,128 @@
+"""Image MLP classifiers and ImageMLPFamily: FD gradients, NumPy forward pass, vmapped family."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _tasks_testutil import check_grad_fd, to_f64, toy_image_datasets
+from tasks.families import ImageMLPFamily
+from tasks.image_mlp import ImageMLPTask
+from tasks.nn import ACTIVATIONS, INITIALIZERS, activation_switch
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_image_datasets(n=256, size=8, batch_size=32)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(hidden_sizes=[16], activation="tanh"),
+    dict(hidden_sizes=[16, 8], activation="gelu", layer_norm=True, l2=1e-2),
+    dict(hidden_sizes=[12], activation="softplus", dropout_rate=0.3),
+])
+def test_mlp_gradient_fd(data, kw):
+    with jax.enable_x64(True):
+        task = ImageMLPTask(datasets=data, **kw)
+        params = task.init(jax.random.PRNGKey(0))
+        assert isinstance(params, dict) and all(isinstance(v, dict) for v in params.values())
+        batch = to_f64(next(iter(data.train)))
+        key = jax.random.PRNGKey(1)
+        check_grad_fd(lambda p: task.loss(p, key, batch), params, num_directions=2)
+
+
+def test_mlp_matches_numpy_forward(data):
+    task = ImageMLPTask(datasets=data, hidden_sizes=[16, 8], activation="relu")
+    params = task.init(jax.random.PRNGKey(3))
+    batch = next(iter(data.train))
+    x = batch["image"].reshape(len(batch["image"]), -1).astype(np.float64)
+    h = x
+    for name in ("Dense_0", "Dense_1"):
+        h = np.maximum(h @ np.asarray(params[name]["kernel"]) + np.asarray(params[name]["bias"]), 0)
+    logits = h @ np.asarray(params["Dense_2"]["kernel"]) + np.asarray(params["Dense_2"]["bias"])
+    logits = logits - logits.max(1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    ref = -logp[np.arange(len(x)), batch["label"]].mean()
+    assert float(task.loss(params, jax.random.PRNGKey(0), batch)) == pytest.approx(ref, rel=1e-5)
+    acc = float(task.accuracy(params, batch))
+    assert acc == pytest.approx(float(np.mean(logits.argmax(1) == batch["label"])))
+
+
+def test_dropout_uses_key_and_is_deterministic(data):
+    task = ImageMLPTask(datasets=data, hidden_sizes=[32], dropout_rate=0.5)
+    p = task.init(jax.random.PRNGKey(0))
+    b = next(iter(data.train))
+    k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    assert float(task.loss(p, k1, b)) == float(task.loss(p, k1, b))
+    assert float(task.loss(p, k1, b)) != float(task.loss(p, k2, b))
+    np.testing.assert_array_equal(task.init(jax.random.PRNGKey(0))["Dense_0"]["kernel"],
+                                  p["Dense_0"]["kernel"])
+    with pytest.raises(ValueError, match="dropout"):
+        ImageMLPTask(datasets=data, dropout_rate=0.5, full_batch=True)
+
+
+def test_bad_options(data):
+    with pytest.raises(ValueError, match="activation"):
+        ImageMLPTask(datasets=data, activation="relux")
+    with pytest.raises(ValueError, match="w_init"):
+        ImageMLPTask(datasets=data, w_init="kaiming")
+    with pytest.raises(TypeError, match="hidden_sizes"):
+        ImageMLPTask(datasets=data, hidden_sizes="32")
+
+
+def test_activation_switch_matches_table():
+    x = jnp.linspace(-3, 3, 13)
+    names = ("relu", "tanh", "gelu", "softplus")
+    for i, n in enumerate(names):
+        np.testing.assert_allclose(activation_switch(i, x, names), ACTIVATIONS[n](x), rtol=1e-6)
+    out = jax.vmap(lambda i: activation_switch(i, x, names))(jnp.arange(4))
+    for i, n in enumerate(names):
+        np.testing.assert_allclose(out[i], ACTIVATIONS[n](x), rtol=1e-6)
+
+
+def test_family_vmap_matches_loop(data):
+    with jax.enable_x64(True):
+        fam = ImageMLPFamily(datasets=data, hidden_sizes=[16])
+        n = 6
+        keys = jax.random.split(jax.random.PRNGKey(0), n)
+        cfgs = jax.vmap(fam.sample)(keys)
+        assert cfgs["activation"].shape == (n,) and cfgs["activation"].dtype == jnp.int32
+        init_keys = jax.random.split(jax.random.PRNGKey(1), n)
+        params = jax.jit(jax.vmap(lambda c, k: fam.task_fn(c).init(k)))(cfgs, init_keys)
+        batch = to_f64(next(iter(data.train)))
+        lk = jax.random.PRNGKey(5)
+        vec = jax.jit(jax.vmap(jax.value_and_grad(lambda p, c: fam.task_fn(c).loss(p, lk, batch))))
+        vals, grads = vec(params, cfgs)
+        for i in range(n):
+            cfg_i = jax.tree.map(lambda x: x[i], cfgs)
+            task = fam.task_fn(cfg_i)
+            p_i = task.init(init_keys[i])
+            for a, b in zip(jax.tree.leaves(p_i), jax.tree.leaves(params)):
+                np.testing.assert_allclose(a, b[i], rtol=1e-9, atol=1e-12)
+            v, g = jax.value_and_grad(task.loss)(p_i, lk, batch)
+            np.testing.assert_allclose(vals[i], v, rtol=1e-9)
+            for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)):
+                np.testing.assert_allclose(a, b[i], rtol=1e-7, atol=1e-10)
+            # the member equals the fixed task with the same activation / initializer names
+            fixed = ImageMLPTask(datasets=data, hidden_sizes=[16],
+                                 activation=fam.activations[int(cfg_i["activation"])],
+                                 w_init=fam.initializers[int(cfg_i["w_init"])])
+            q = fixed.init(init_keys[i])
+            s = float(cfg_i["init_scale"])
+            np.testing.assert_allclose(p_i["Dense_0"]["kernel"], s * q["Dense_0"]["kernel"], rtol=1e-6)
+            scaled = jax.tree.map(lambda a, b: a, p_i, q)
+            assert float(fixed.loss(scaled, lk, batch)) == pytest.approx(float(v), rel=1e-10)
+        check_grad_fd(lambda p: fam.task_fn(cfg_i).loss(p, lk, batch), p_i, num_directions=1)
+        # sampled indices cover several activations
+        many = jax.vmap(fam.sample)(jax.random.split(jax.random.PRNGKey(9), 64))
+        assert len(np.unique(many["activation"])) >= 4
+        assert np.all(many["init_scale"] >= fam.min_init_scale - 1e-12)
+        assert np.all(many["init_scale"] <= fam.max_init_scale + 1e-12)
+
+
+def test_family_config_lists():
+    import json
+    data = toy_image_datasets(n=64)
+    fam = ImageMLPFamily(datasets=data, hidden_sizes=(8, 4))
+    cfg = fam.config()
+    assert json.loads(json.dumps(cfg)) == cfg
+    assert cfg["hidden_sizes"] == [8, 4] and set(cfg["initializers"]) <= set(INITIALIZERS)
