@@ -1,0 +1,104 @@
+"""``learned-opt train``: meta-train a learned optimizer from a preset or a config file.
+
+Examples::
+
+    learned-opt train --list-presets
+    learned-opt train --preset quadratic --estimator pes --outer-steps 20 --out runs/q
+    learned-opt train --config runs/q/config.json --resume          # continue where it stopped
+    learned-opt train --preset image_mlp --set task_kwargs.hidden_sizes=[64] --set sigma=0.003
+
+Precedence: preset/config file < dedicated options (--estimator, --outer-steps, ...) < --set.
+With ``--resume`` and no ``--config``/``--preset``, the run directory's ``config.json`` is used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from outer_train.config import TrainConfig, apply_overrides, load_config, preset, presets
+from outer_train.estimators import ESTIMATORS
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="learned-opt train", description="Meta-train a learned optimizer.")
+    p.add_argument("--preset", help="named preset (see --list-presets)")
+    p.add_argument("--config", help="JSON/YAML config file, or a preset name")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    p.add_argument("--estimator", choices=ESTIMATORS)
+    p.add_argument("--optimizer", help="learned optimizer name (mlp, hierarchical, factored_mlp, sgd, "
+                                       "momentum, adam)")
+    p.add_argument("--outer-steps", type=int)
+    p.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, θ files)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-tasks", type=int)
+    p.add_argument("--unroll-length", type=int, help="inner steps per outer step (truncation window)")
+    p.add_argument("--trunc-length", type=int, help="inner steps per trajectory before a reset")
+    p.add_argument("--outer-lr", type=float)
+    p.add_argument("--sigma", type=float, help="ES perturbation / smoothing scale")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--time-budget", type=float, help="minutes; stop (after a checkpoint) when exceeded")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (dotted keys reach into task_kwargs / optimizer_kwargs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile-cache", metavar="DIR",
+                   help="enable JAX's persistent compilation cache in DIR")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The config named by the arguments (see the module docstring for the precedence)."""
+    if args.preset and args.config:
+        raise ValueError("give --preset or --config, not both")
+    if args.preset:
+        config = preset(args.preset)
+    elif args.config:
+        config = load_config(args.config)
+    elif args.resume and args.out and os.path.exists(os.path.join(args.out, "config.json")):
+        config = load_config(os.path.join(args.out, "config.json"))
+    else:
+        raise ValueError("give --preset NAME or --config FILE (or --resume --out DIR of an existing run)")
+    direct = {"estimator": args.estimator, "optimizer": args.optimizer, "outer_steps": args.outer_steps,
+              "out": args.out, "seed": args.seed, "num_tasks": args.num_tasks,
+              "unroll_length": args.unroll_length, "trunc_length": args.trunc_length,
+              "outer_lr": args.outer_lr, "sigma": args.sigma, "checkpoint_every": args.checkpoint_every,
+              "time_budget": args.time_budget}
+    direct = {k: v for k, v in direct.items() if v is not None}
+    if args.optimizer is not None and args.optimizer != config.optimizer:
+        direct["optimizer_kwargs"] = {}  # the preset's kwargs belong to its optimizer
+    if args.no_progress:
+        direct["progress"] = False
+    config = apply_overrides(config, direct)
+    return apply_overrides(config, args.set)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.list_presets:
+        for name, desc in presets().items():
+            print(f"{name:<18} {desc}")
+        return 0
+    try:
+        config = resolve_config(args)
+    except (ValueError, TypeError) as err:
+        print(f"learned-opt train: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=1))
+        return 0
+    if args.compile_cache:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    from outer_train.trainer import train
+    result = train(config, resume=args.resume)
+    last = result.history[-1] if result.history else {}
+    print(json.dumps({"step": result.step, "stopped": result.stopped, "num_dropped": result.num_dropped,
+                      "meta_loss": last.get("meta_loss"), "out": result.out,
+                      "compile_seconds": result.compile_seconds,
+                      "inner_steps_per_second": result.inner_steps_per_second}))
+    return 0

@@ -1,0 +1,356 @@
+"""Meta-gradient estimators with one interface: ``(theta, state, key) -> (meta_grad, state, metrics)``.
+
+Notation: θ ∈ R^D (the flattened meta-parameters), N tasks, K inner steps per truncation,
+``V_i(θ) = Σ_t w_t ℓ_{i,t}(θ)`` the meta-loss of task i over one unroll with per-step weights
+``w_t = valid_t / K`` (truncated) or ``w_t = valid_t / #valid`` (full horizon: the mean normalized
+loss of the whole trajectory). Every estimator forms per-task estimates ``g_i`` and returns their
+mean over the tasks whose estimate is finite (non-finite ones are dropped and counted).
+
+* ``es`` — truncated antithetic ES: ``ε_i ~ N(0, σ²I)``; both branches start from the same
+  inner state and share task, data and keys; ``g_i = ε_i (V_i(θ+ε_i) - V_i(θ-ε_i)) / (2σ²)``.
+  The + branch's state is carried to the next truncation.
+* ``pes`` — persistent ES: ± inner states are both carried, with per-task accumulated
+  perturbations ``a_i`` (the sum of the ε that the current trajectory's parameters depend on).
+  ``g_i = Σ_t w_t (ℓ⁺_{i,t} - ℓ⁻_{i,t}) (ε_i + a_i [no reset before t]) / (2σ²)``;
+  afterwards ``a_i <- a_i + ε_i``, or — when the task was reset during the unroll — *replaced* by
+  ``ε_i`` (or 0 when the reset was the last step). Unbiased for the full-horizon smoothed loss.
+* ``tbptt`` — truncated backprop through the unroll (reparameterization): ``g_i = ∇V_i(θ)``.
+* ``smoothed_rp`` — Gaussian-smoothed reparameterization ``g_i = ∇V_i(θ + σ n_i)``,
+  ``n_i ~ N(0, I)`` (``1/S Σ_s ∇θ L(θ + σ n_s)`` with S = N); truncated or full horizon.
+* ``full_es`` / ``full_grad`` — full-horizon antithetic ES / exact backprop over whole fresh
+  trajectories of ``schedule.max_length`` updates (backprop rematerializes every inner step with
+  ``jax.checkpoint`` to keep memory O(horizon · |state|) instead of all intermediates).
+* ``hybrid`` — the inverse-variance-weighted merge of ES and reparameterization gradients (Metz
+  et al. 2019): from one antithetic population, ``g_es`` as in ES and ``g_rp`` the mean of the ±
+  branch gradients; the variance of each mean, ``v = Σ_d Var_i(g_{i,d}) / N``, is measured from
+  the population and ``g = (g_es/v_es + g_rp/v_rp) / (1/v_es + 1/v_rp)``.
+
+Metrics (scalars): ``meta_loss`` (mean normalized loss over valid steps), ``grad_var`` (variance of
+the returned mean estimate, summed over coordinates), ``frac_reset`` (fraction of tasks reset in
+this unroll), ``num_nonfinite`` (tasks whose estimate was dropped); hybrid adds ``var_es``,
+``var_rp``, ``weight_es``. ``inner_steps`` (a Python int attribute) is the number of inner steps —
+every branch of every task counted — per call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from outer_train.unroll import InnerProblem, TaskState
+
+ESTIMATORS = ("es", "pes", "tbptt", "smoothed_rp", "full_es", "full_grad", "hybrid")
+
+
+class EstimatorState(NamedTuple):
+    """Everything an estimator carries between outer steps (task axis first)."""
+
+    tasks: Any  # TaskState with [N, B, ...] inner states, or None for full-horizon estimators
+    accum: Any  # [N, D] PES accumulated perturbations, or None
+    outer_step: jax.Array  # int32 number of estimator calls so far (drives curricula)
+
+
+def _tree_all_finite(x: jax.Array) -> jax.Array:
+    return jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+
+
+def _masked_mean_var(g: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean of ``g[i]`` over rows with ``ok[i]`` and the summed variance of that mean.
+
+    ``var = Σ_d s²_d / n`` with ``s²`` the unbiased sample variance; NaN when no row is ok.
+    """
+    n = jnp.sum(ok)
+    g0 = jnp.where(ok[:, None], g, 0.0)
+    mean = jnp.sum(g0, 0) / jnp.maximum(n, 1)
+    mean = jnp.where(n > 0, mean, jnp.nan)
+    dev = jnp.where(ok[:, None], g - mean, 0.0)
+    var = jnp.sum(dev ** 2) / jnp.maximum(n - 1, 1) / jnp.maximum(n, 1)
+    var = jnp.where(n > 1, var, jnp.where(n == 1, jnp.inf, jnp.nan))
+    return mean, var
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradientEstimator:
+    """A meta-gradient estimator (see the module docstring for the math of each ``kind``).
+
+    Call ``init(key, theta) -> state`` once, then ``estimator(theta, state, key)`` — a pure
+    function suitable for ``jax.jit``. ``num_tasks`` is N; ``unroll_length`` is K (ignored by the
+    full-horizon kinds); ``sigma`` the ES / smoothing standard deviation; ``random_offsets``
+    desynchronizes the tasks' first trajectories.
+    """
+
+    kind: str
+    problem: InnerProblem
+    num_tasks: int = 8
+    unroll_length: int = 20
+    sigma: float = 0.01
+    random_offsets: bool = True
+    horizon: str = "truncated"
+
+    def __post_init__(self):
+        if self.kind not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.kind!r}; expected one of {ESTIMATORS}")
+        for name in ("num_tasks", "unroll_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.kind in ("es", "pes", "full_es", "hybrid", "smoothed_rp") and not self.sigma > 0:
+            raise ValueError(f"sigma must be > 0 for estimator {self.kind!r}, got {self.sigma!r}")
+        if self.horizon not in ("truncated", "full"):
+            raise ValueError(f"horizon must be 'truncated' or 'full', got {self.horizon!r}")
+        if self.horizon == "full" and self.kind not in ("smoothed_rp", "hybrid", "full_es", "full_grad"):
+            raise ValueError(f"horizon='full' applies to smoothed_rp and hybrid (use full_es / full_grad "
+                             f"for ES / backprop), not {self.kind!r}")
+        if not isinstance(self.problem, InnerProblem):
+            raise TypeError(f"problem must be an InnerProblem, got {type(self.problem).__name__}")
+
+    # --------------------------------------------------------------------------- properties
+    @property
+    def full_horizon(self) -> bool:
+        return self.kind in ("full_es", "full_grad") or self.horizon == "full"
+
+    @property
+    def antithetic(self) -> bool:
+        return self.kind in ("es", "pes", "full_es", "hybrid")
+
+    @property
+    def differentiates(self) -> bool:
+        return self.kind in ("tbptt", "smoothed_rp", "full_grad", "hybrid")
+
+    @property
+    def num_branches(self) -> int:
+        return 2 if self.antithetic else 1
+
+    @property
+    def state_branches(self) -> int:
+        """Branches kept in the carried state (PES keeps both ±; the others keep one)."""
+        return 2 if self.kind == "pes" else 1
+
+    @property
+    def steps_per_call(self) -> int:
+        """Inner steps per task per call (a full trajectory is max_length updates + 1 reset step)."""
+        return self.problem.schedule.max_length + 1 if self.full_horizon else self.unroll_length
+
+    @property
+    def inner_steps(self) -> int:
+        return self.num_tasks * self.num_branches * self.steps_per_call
+
+    # ---------------------------------------------------------------------------------- init
+    def _broadcast_theta(self, theta: Any, branches: int) -> Any:
+        return jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (self.num_tasks, branches) + jnp.shape(x)), theta)
+
+    def init(self, key: jax.Array, theta: Any) -> EstimatorState:
+        """Initial estimator state: N sampled tasks (with random offsets) unless full-horizon."""
+        flat, _ = ravel_pytree(theta)
+        if self.full_horizon:
+            return EstimatorState(tasks=None, accum=None, outer_step=jnp.zeros((), jnp.int32))
+        tasks = self.problem.init_tasks(self._broadcast_theta(theta, self.state_branches), key,
+                                        jnp.zeros((), jnp.int32), self.random_offsets)
+        accum = jnp.zeros((self.num_tasks, flat.size), flat.dtype) if self.kind == "pes" else None
+        return EstimatorState(tasks=tasks, accum=accum, outer_step=jnp.zeros((), jnp.int32))
+
+    # ------------------------------------------------------------------------------ helpers
+    def _weights(self, out) -> jax.Array:
+        """Per-step weights ``w`` ([N, K]) from the step outputs."""
+        valid = out.valid
+        if self.full_horizon:
+            # only the first trajectory counts; everything after its reset step is ignored
+            resets_before = jnp.cumsum(out.reset, axis=1) - out.reset
+            valid = valid & (resets_before == 0)
+            return valid / jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1)
+        return valid.astype(jnp.float32) / self.unroll_length
+
+    def _unroll_objective(self, flat_b: jax.Array, ts: TaskState, key: jax.Array,
+                          outer_step: jax.Array, unravel):
+        """One task: ``Σ_b V_b`` and auxiliaries; ``flat_b`` is ``[B, D]``."""
+        theta_b = jax.vmap(unravel)(flat_b)
+        new_ts, out = self.problem.unroll_task(theta_b, ts, key, self.steps_per_call, outer_step,
+                                               checkpoint=self.full_horizon and self.differentiates)
+        w = self._weights(jax.tree_util.tree_map(lambda x: x[None], out))[0]  # [K]
+        values = jnp.sum(w[:, None] * out.meta, axis=0)  # [B]
+        return jnp.sum(values), (values, new_ts, out, w)
+
+    def _start_state(self, theta: Any, state: EstimatorState, key: jax.Array) -> TaskState:
+        """The inner states this call unrolls from, with ``num_branches`` branches."""
+        if self.full_horizon:
+            return self.problem.init_tasks(self._broadcast_theta(theta, self.num_branches), key,
+                                           state.outer_step, random_offset=False)
+        ts = state.tasks
+        if self.state_branches == self.num_branches:
+            return ts
+        dup = lambda x: jnp.repeat(x, self.num_branches, axis=1)  # noqa: E731
+        return ts._replace(params=jax.tree_util.tree_map(dup, ts.params),
+                           opt_state=jax.tree_util.tree_map(dup, ts.opt_state),
+                           model_state=jax.tree_util.tree_map(dup, ts.model_state),
+                           init_loss=dup(ts.init_loss))
+
+    def _carry_state(self, ts: TaskState) -> TaskState:
+        """Keep the branches that persist (all for PES, the first otherwise)."""
+        if self.state_branches == self.num_branches:
+            return ts
+        first = lambda x: x[:, :1]  # noqa: E731
+        return ts._replace(params=jax.tree_util.tree_map(first, ts.params),
+                           opt_state=jax.tree_util.tree_map(first, ts.opt_state),
+                           model_state=jax.tree_util.tree_map(first, ts.model_state),
+                           init_loss=first(ts.init_loss))
+
+    # ------------------------------------------------------------------------------ the call
+    def __call__(self, theta: Any, state: EstimatorState, key: jax.Array):
+        flat, unravel = ravel_pytree(theta)
+        n, d = self.num_tasks, flat.size
+        k_eps, k_init, k_unroll = jax.random.split(key, 3)
+        sigma = jnp.asarray(self.sigma, flat.dtype)
+        if self.antithetic:
+            eps = sigma * jax.random.normal(k_eps, (n, d), flat.dtype)
+            flat_nb = jnp.stack([flat + eps, flat - eps], axis=1)
+        elif self.kind == "smoothed_rp":
+            eps = sigma * jax.random.normal(k_eps, (n, d), flat.dtype)
+            flat_nb = (flat + eps)[:, None]
+        else:
+            eps = None
+            flat_nb = jnp.broadcast_to(flat, (n, 1, d))
+        ts = self._start_state(unravel(flat), state, k_init)
+        task_keys = jax.random.split(k_unroll, n)
+        objective = lambda fb, s, k: self._unroll_objective(fb, s, k, state.outer_step, unravel)  # noqa: E731
+        if self.differentiates:
+            (_, (values, new_ts, out, w)), grads_b = jax.vmap(jax.value_and_grad(objective, has_aux=True))(
+                flat_nb, ts, task_keys)  # grads_b: [N, B, D]
+        else:
+            _, (values, new_ts, out, w) = jax.vmap(objective)(flat_nb, ts, task_keys)
+            grads_b = None
+
+        metrics = {}
+        accum = state.accum
+        if self.kind in ("es", "full_es", "hybrid"):
+            g_es = eps * ((values[:, 0] - values[:, 1]) / (2 * sigma ** 2))[:, None]
+        if self.kind == "pes":
+            diff = w * (out.meta[..., 0] - out.meta[..., 1])  # [N, K]
+            resets_before = (jnp.cumsum(out.reset, axis=1) - out.reset) > 0
+            c_all = jnp.sum(diff, axis=1)
+            c_old = jnp.sum(jnp.where(resets_before, 0.0, diff), axis=1)
+            per_task = (c_all[:, None] * eps + c_old[:, None] * accum) / (2 * sigma ** 2)
+            any_reset = jnp.any(out.reset, axis=1)
+            reset_last = out.reset[:, -1]
+            replaced = jnp.where(reset_last[:, None], 0.0, eps)
+            accum = jnp.where(any_reset[:, None], replaced, accum + eps)
+        elif self.kind in ("es", "full_es"):
+            per_task = g_es
+        elif self.kind in ("tbptt", "smoothed_rp", "full_grad"):
+            per_task = grads_b[:, 0]
+        else:  # hybrid
+            g_rp = jnp.mean(grads_b, axis=1)
+            ok = _tree_all_finite(g_es) & _tree_all_finite(g_rp)
+            mean_es, var_es = _masked_mean_var(g_es, ok)
+            mean_rp, var_rp = _masked_mean_var(g_rp, ok)
+            tiny = jnp.asarray(1e-30, flat.dtype)
+            p_es, p_rp = 1.0 / jnp.maximum(var_es, tiny), 1.0 / jnp.maximum(var_rp, tiny)
+            weight_es = p_es / (p_es + p_rp)
+            per_task = weight_es * g_es + (1.0 - weight_es) * g_rp
+            metrics.update(var_es=var_es, var_rp=var_rp, weight_es=weight_es)
+
+        ok = _tree_all_finite(per_task) & jnp.all(jnp.isfinite(values), axis=1)
+        grad, var = _masked_mean_var(per_task, ok)
+        valid = out.valid[..., None] & jnp.ones_like(out.meta, bool)
+        meta_loss = jnp.sum(jnp.where(valid, out.meta, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+        metrics.update(meta_loss=meta_loss, grad_var=var,
+                       frac_reset=jnp.mean(jnp.any(out.reset, axis=1).astype(jnp.float32)),
+                       num_nonfinite=jnp.sum(~ok).astype(jnp.int32))
+        new_tasks = None if self.full_horizon else self._carry_state(new_ts)
+        new_state = EstimatorState(tasks=new_tasks, accum=accum, outer_step=state.outer_step + 1)
+        return unravel(grad), new_state, metrics
+
+
+def make_estimator(kind: str, problem: InnerProblem, **kwargs: Any) -> GradientEstimator:
+    """Build an estimator by name (one of :data:`ESTIMATORS`)."""
+    return GradientEstimator(kind, problem, **kwargs)
+
+
+def es(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Truncated antithetic ES."""
+    return GradientEstimator("es", problem, **kw)
+
+
+def pes(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Persistent evolution strategies."""
+    return GradientEstimator("pes", problem, **kw)
+
+
+def tbptt(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Truncated backprop through the unroll."""
+    return GradientEstimator("tbptt", problem, **kw)
+
+
+def smoothed_rp(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Gaussian-smoothed reparameterization gradient."""
+    return GradientEstimator("smoothed_rp", problem, **kw)
+
+
+def full_es(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Full-horizon antithetic ES."""
+    return GradientEstimator("full_es", problem, **kw)
+
+
+def full_grad(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Full-horizon backprop (jax.checkpoint per inner step)."""
+    return GradientEstimator("full_grad", problem, **kw)
+
+
+def hybrid(problem: InnerProblem, **kw: Any) -> GradientEstimator:
+    """Inverse-variance-weighted merge of antithetic ES and reparameterization gradients."""
+    return GradientEstimator("hybrid", problem, **kw)
+
+
+class MixtureState(NamedTuple):
+    """States of the member estimators of a :class:`MixtureEstimator` (a tuple, one per member)."""
+
+    members: tuple
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MixtureEstimator:
+    """Several estimators (e.g. one per TaskSet task shape) evaluated in one call, averaged.
+
+    ``g = Σ_j g_j / M`` over the M members whose estimate is finite (members with a non-finite
+    estimate are dropped and counted in ``num_nonfinite``); metrics are averaged.
+    """
+
+    members: tuple
+
+    def __post_init__(self):
+        if not self.members:
+            raise ValueError("a MixtureEstimator needs at least one member")
+        object.__setattr__(self, "members", tuple(self.members))
+
+    @property
+    def inner_steps(self) -> int:
+        return sum(m.inner_steps for m in self.members)
+
+    @property
+    def kind(self) -> str:
+        return self.members[0].kind
+
+    def init(self, key: jax.Array, theta: Any) -> MixtureState:
+        keys = jax.random.split(key, len(self.members))
+        return MixtureState(tuple(m.init(k, theta) for m, k in zip(self.members, keys)))
+
+    def __call__(self, theta: Any, state: MixtureState, key: jax.Array):
+        keys = jax.random.split(key, len(self.members))
+        grads, states, metrics = [], [], []
+        for m, s, k in zip(self.members, state.members, keys):
+            g, s2, met = m(theta, s, k)
+            grads.append(ravel_pytree(g)[0])
+            states.append(s2)
+            metrics.append(met)
+        _, unravel = ravel_pytree(theta)
+        g = jnp.stack(grads)
+        ok = _tree_all_finite(g)
+        n = jnp.sum(ok)
+        mean = jnp.where(n > 0, jnp.sum(jnp.where(ok[:, None], g, 0.0), 0) / jnp.maximum(n, 1), jnp.nan)
+        common = set.intersection(*(set(m) for m in metrics))
+        out = {k: jnp.mean(jnp.stack([jnp.asarray(m[k], jnp.float32) for m in metrics])) for k in common}
+        out["num_nonfinite"] = sum(jnp.asarray(m["num_nonfinite"]) for m in metrics) + jnp.sum(~ok)
+        return unravel(mean), MixtureState(tuple(states)), out

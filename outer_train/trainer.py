@@ -1,0 +1,209 @@
+"""The outer-training loop: ``train(config) -> TrainResult``.
+
+Each outer step is one jitted pure function of the whole :class:`TrainState`::
+
+    g, est_state, m = estimator(θ, est_state, fold_in(key, step))
+    ok = all(isfinite(g)) and isfinite(m["meta_loss"])
+    θ, opt_state = outer_opt.update(g, ...)   if ok   else unchanged;   dropped += not ok
+
+with ``outer_opt = clip_by_global_norm(grad_clip) ∘ adam(outer_lr)`` by default. The estimator
+state always advances (so a diverged inner problem is reset rather than retried forever).
+
+Every ``checkpoint_every`` steps (and at the end / when the time budget runs out) the full state
+is written atomically to ``<out>/resume.npz`` (see :mod:`outer_train.checkpointing`) and θ to
+``<out>/theta_<step:08d>.lopt`` (``learned_opt.save``; ``learned_opt.load(out)`` reads the newest).
+``resume=True`` restores the state, truncates ``metrics.jsonl`` to it and continues: since the
+step's key is ``fold_in(key, step)`` and everything else is in the state, the resumed run is
+bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from outer_train import checkpointing
+from outer_train.config import TrainConfig
+from outer_train.metrics_log import MetricsLogger
+
+
+class TrainState(NamedTuple):
+    """Everything needed to continue a run exactly."""
+
+    theta: Any
+    opt_state: Any
+    est_state: Any
+    step: jax.Array  # int32 outer steps done
+    key: jax.Array  # base PRNG key; step s uses fold_in(key, s) (batches are drawn from it too)
+    num_dropped: jax.Array  # int32 outer steps whose meta-gradient or meta-loss was NaN/inf
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    theta: Any
+    lopt: Any
+    step: int
+    num_dropped: int
+    history: list  # per-step metric dicts (this process's steps)
+    out: str | None
+    stopped: str  # "completed" or "time_budget"
+    compile_seconds: float
+    inner_steps_per_second: float
+
+
+def make_outer_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """``clip_by_global_norm(grad_clip)`` (if > 0) followed by Adam or SGD at ``outer_lr``."""
+    base = optax.adam(config.outer_lr) if config.outer_optimizer == "adam" else optax.sgd(config.outer_lr)
+    if config.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+    return base
+
+
+def make_outer_step(estimator: Any, outer_opt: optax.GradientTransformation) -> Callable:
+    """The pure outer step ``TrainState -> (TrainState, metrics)`` (jit it)."""
+
+    def outer_step(state: TrainState):
+        key = jax.random.fold_in(state.key, state.step)
+        grad, est_state, metrics = estimator(state.theta, state.est_state, key)
+        leaves = jax.tree_util.tree_leaves(grad)
+        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        ok = ok & jnp.isfinite(metrics["meta_loss"])
+        safe_grad = jax.tree_util.tree_map(lambda g: jnp.where(ok, g, jnp.zeros_like(g)), grad)
+        updates, opt_state = outer_opt.update(safe_grad, state.opt_state, state.theta)
+        theta = optax.apply_updates(state.theta, updates)
+        theta = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), theta, state.theta)
+        opt_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), opt_state, state.opt_state)
+        grad_norm = optax.global_norm(grad)
+        metrics = dict(metrics, grad_norm=grad_norm, applied=ok)
+        new = TrainState(theta=theta, opt_state=opt_state, est_state=est_state, step=state.step + 1,
+                         key=state.key, num_dropped=state.num_dropped + (~ok).astype(jnp.int32))
+        return new, metrics
+
+    return outer_step
+
+
+def init_state(config: TrainConfig, lopt: Any, estimator: Any,
+               outer_opt: optax.GradientTransformation) -> TrainState:
+    """The step-0 state of a run (deterministic in ``config.seed``)."""
+    k_theta, k_est, k_loop = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    theta = jax.tree_util.tree_map(jnp.asarray, lopt.init(k_theta))
+    est_state = jax.jit(estimator.init)(k_est, theta)
+    return TrainState(theta=theta, opt_state=outer_opt.init(theta), est_state=est_state,
+                      step=jnp.zeros((), jnp.int32), key=k_loop, num_dropped=jnp.zeros((), jnp.int32))
+
+
+def _progress(config: TrainConfig, initial: int):
+    if not config.progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=config.outer_steps, initial=initial, desc=f"train {config.name}",
+                dynamic_ncols=True, file=sys.stderr, leave=True)
+
+
+def _save_theta(out: Path, step: int, lopt: Any, theta: Any, config: TrainConfig) -> None:
+    from learned_opt.checkpoint import save_step
+    save_step(out, step, lopt, jax.device_get(theta),
+              metadata={"outer_step": step, "config": config.to_dict()})
+
+
+def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estimator: Any = None,
+          callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Meta-train according to ``config``; see the module docstring.
+
+    ``lopt`` / ``estimator`` override the objects built from the config (for custom task families);
+    ``callback(step, record)`` is called after every logged step.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    from outer_train.build import build_estimator, build_lopt
+    lopt = build_lopt(config) if lopt is None else lopt
+    estimator = build_estimator(config, lopt) if estimator is None else estimator
+    outer_opt = make_outer_optimizer(config)
+    state = init_state(config, lopt, estimator, outer_opt)
+    out = Path(config.out) if config.out else None
+    resumed_from = None
+    if resume:
+        if out is None:
+            raise ValueError("resume=True needs config.out (the run directory)")
+        if checkpointing.has_state(out):
+            state, _ = checkpointing.load_state(out, state)
+            resumed_from = int(state.step)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+    logger = MetricsLogger(out, resume_step=resumed_from, tensorboard=config.tensorboard)
+    step_fn = jax.jit(make_outer_step(estimator, outer_opt))
+    bar = _progress(config, int(state.step))
+    history: list[dict] = []
+    start_time = time.time()
+    stopped = "completed"
+    compile_seconds = math.nan
+    total_inner, total_time = 0, 0.0
+    last_saved = int(state.step)
+
+    def checkpoint(s: TrainState) -> None:
+        nonlocal last_saved
+        if out is None:
+            return
+        step = int(s.step)
+        checkpointing.save_state(out, s, {"step": step, "config": config.to_dict()})
+        _save_theta(out, step, lopt, s.theta, config)
+        last_saved = step
+
+    try:
+        if out is not None and resumed_from is None:
+            checkpoint(state)
+        while int(state.step) < config.outer_steps:
+            t0 = time.time()
+            state, metrics = step_fn(state)
+            metrics = jax.device_get(metrics)
+            dt = time.time() - t0
+            step = int(state.step)
+            if math.isnan(compile_seconds):
+                compile_seconds = dt
+            else:
+                total_inner += estimator.inner_steps
+                total_time += dt
+            record = {"step": step}
+            for k, v in metrics.items():
+                record[k] = bool(v) if k == "applied" else float(v)
+            record["num_dropped"] = int(state.num_dropped)
+            record["inner_steps_per_s"] = estimator.inner_steps / dt if dt > 0 else math.inf
+            record["seconds"] = round(time.time() - start_time, 4)
+            logger.log(record)
+            history.append(record)
+            if callback is not None:
+                callback(step, record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}",
+                                steps_s=f"{record['inner_steps_per_s']:.0f}")
+            if step % config.checkpoint_every == 0 or step == config.outer_steps:
+                checkpoint(state)
+            if config.time_budget is not None and time.time() - start_time > 60.0 * config.time_budget:
+                stopped = "time_budget"
+                break
+        if int(state.step) != last_saved:
+            checkpoint(state)
+    finally:
+        logger.close()
+        if bar is not None:
+            bar.close()
+    return TrainResult(theta=jax.device_get(state.theta), lopt=lopt, step=int(state.step),
+                       num_dropped=int(state.num_dropped), history=history,
+                       out=str(out) if out else None, stopped=stopped,
+                       compile_seconds=compile_seconds,
+                       inner_steps_per_second=total_inner / total_time if total_time > 0 else math.nan)

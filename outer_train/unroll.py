@@ -1,0 +1,254 @@
+"""The vectorized truncated step: N inner problems unrolled with ``lax.scan``, vmapped over tasks.
+
+Every per-task array carries the task axis first (``[N, ...]``); arrays that differ between the
+branches of an antithetic pair (θ+ε / θ-ε) carry a branch axis second (``[N, B, ...]``). The two
+branches of a task always share the task, its data, its loss keys, its initial parameters and its
+reset times; only θ differs.
+
+**One inner step of one task** (:meth:`InnerProblem.step`), with ``t`` = ``state.step``:
+
+* if ``t >= length`` the trajectory is over: the step *measures* ``L(w_T)`` (train mode) and then
+  lazily resets — a new task ``cfg ~ family.sample``, new ``w_0 = task.init``, fresh optimizer
+  state, a new length from the truncation schedule, ``t = 0``. No update is made in a reset step.
+* otherwise it computes ``(L(w_t), ∇L(w_t))`` on a training batch, updates
+  ``w_{t+1} = w_t + U_θ(∇L, ...)`` with the learned optimizer and sets ``t <- t + 1``. If any
+  branch's loss is NaN/inf, ``t <- length`` so that the next step resets the task.
+
+**Meta-loss.** The per-step measurement is normalized and clipped (NaN/inf -> the upper clip):
+
+* ``meta_loss="train"``: ``ℓ_t = norm(L_train(w_t))`` for ``t = 1..T`` (the pre-update loss of
+  each update step, plus ``L(w_T)`` measured in the reset step). The loss of ``w_0`` — the first
+  step after a reset — is θ-independent and *masked out*.
+* ``meta_loss="outer_valid"``: ``ℓ_t = norm(L_outer_valid(w_{t+1}))`` measured after each update on
+  a held-out batch (``outer_valid`` split; for data-free tasks a fresh noise key); reset steps are
+  masked.
+
+Either way a trajectory of ``T`` updates yields exactly ``T`` measured, θ-dependent losses and
+occupies ``T + 1`` inner steps.
+
+**Normalization** (``normalizer``): ``"initial"`` (default for task families) divides by the
+training loss at ``w_0`` of the same trajectory, ``L(w)/L(w_0)`` — so every task starts at 1 and
+0 is a perfect fit (expects positive losses); ``"none"`` uses the raw loss; a callable
+``normalizer(loss) -> normalized`` is used as given (e.g. ``tasksets.normalize`` with the
+task's stored statistics: ``(L - best) / (init - best)``). The result is clipped to ``clip``.
+
+**Random offsets.** :meth:`InnerProblem.init_tasks` can start each task's first trajectory at a
+random step ``offset ~ U{0..T-1}`` (a shortened first trajectory), so tasks reset at different
+outer steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets
+
+
+class TaskState(NamedTuple):
+    """State of N inner problems (leading axis N; branch axis B second where noted)."""
+
+    cfg: Any  # [N, ...] task configuration (pytree of arrays from family.sample)
+    step: jax.Array  # [N] int32 updates done in the current trajectory
+    length: jax.Array  # [N] int32 updates in the current trajectory
+    fresh: jax.Array  # [N] bool: the next step is the first step of a trajectory
+    params: Any  # [N, B, ...] inner parameters
+    opt_state: Any  # [N, B, ...] learned-optimizer state
+    model_state: Any  # [N, B, ...] non-trainable model state (None for stateless tasks)
+    init_loss: jax.Array  # [N, B] training loss at w_0 of the current trajectory
+
+
+class StepOutput(NamedTuple):
+    """What one inner step reports (per task; stacked over the scan to ``[K, ...]``)."""
+
+    meta: jax.Array  # [B] normalized, clipped measured loss ℓ_t (meaningful where valid)
+    valid: jax.Array  # [] bool: ℓ_t counts toward the meta-loss
+    reset: jax.Array  # [] bool: this step ended the trajectory and re-sampled the task
+    loss: jax.Array  # [B] raw training loss at w_t
+
+
+class FixedTaskFamily:
+    """A one-member "family" around a fixed :class:`~tasks.base.Task` (e.g. a TaskSet task).
+
+    ``sample`` returns a dummy scalar so the vectorized machinery is unchanged; every sample is
+    the same task (tasks still differ in their initial parameters and data).
+    """
+
+    def __init__(self, task: Any):
+        self.task = task
+        self.name = getattr(task, "name", "task")
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        del key
+        return jnp.zeros((), jnp.int32)
+
+    def task_fn(self, cfg: Any) -> Any:
+        del cfg
+        return self.task
+
+    def __repr__(self) -> str:
+        return f"FixedTaskFamily({self.task!r})"
+
+
+def _where(pred: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InnerProblem:
+    """A task family + learned optimizer + truncation schedule + meta-loss definition.
+
+    ``num_steps`` is the static horizon told to the learned optimizer (``opt_fn(θ, num_steps)``);
+    it defaults to the schedule's ``max_length``.
+    """
+
+    family: Any
+    lopt: Any
+    schedule: ConstantSchedule | LogUniformSchedule
+    meta_loss: str = "train"
+    normalizer: str | Callable[[jax.Array], jax.Array] = "initial"
+    clip: tuple[float, float] = (-2.0, 2.0)
+    num_steps: int | None = None
+
+    def __post_init__(self):
+        if self.meta_loss not in ("train", "outer_valid"):
+            raise ValueError(f"meta_loss must be 'train' or 'outer_valid', got {self.meta_loss!r}")
+        if not (callable(self.normalizer) or self.normalizer in ("initial", "none")):
+            raise ValueError(f"normalizer must be 'initial', 'none' or a callable, got {self.normalizer!r}")
+        lo, hi = (float(c) for c in self.clip)
+        if not lo < hi:
+            raise ValueError(f"clip must be (low, high) with low < high, got {self.clip!r}")
+        if not hasattr(self.family, "sample") or not hasattr(self.family, "task_fn"):
+            raise TypeError(f"family must have sample(key) and task_fn(cfg), got {type(self.family).__name__}")
+        if not hasattr(self.lopt, "opt_fn") or not hasattr(self.lopt, "init"):
+            raise TypeError(f"lopt must be a LearnedOptimizer, got {type(self.lopt).__name__}")
+        # The datasets of a family do not depend on the (traced) cfg: take them from one member.
+        probe = self.family.task_fn(self.family.sample(jax.random.PRNGKey(0)))
+        object.__setattr__(self, "_datasets", getattr(probe, "datasets", None))
+        if self.meta_loss == "outer_valid" and self._datasets is not None \
+                and getattr(self._datasets, "outer_valid", None) is None:
+            raise ValueError("meta_loss='outer_valid' needs tasks whose datasets have an outer_valid split")
+
+    @property
+    def horizon(self) -> int:
+        return self.schedule.max_length if self.num_steps is None else int(self.num_steps)
+
+    # ------------------------------------------------------------------------------- helpers
+    def _opt(self, theta: Any) -> optax.GradientTransformationExtraArgs:
+        return self.lopt.opt_fn(theta, num_steps=self.horizon)
+
+    def _batch(self, split: str, key: jax.Array) -> Any:
+        if self._datasets is None:
+            return None
+        return self._datasets.split(split).sample(key)
+
+    def _normalize(self, measured: jax.Array, init_loss: jax.Array) -> jax.Array:
+        if callable(self.normalizer):
+            value = self.normalizer(measured)
+        elif self.normalizer == "initial":
+            value = measured / jnp.maximum(init_loss, 1e-30)
+        else:
+            value = measured
+        lo, hi = (float(c) for c in self.clip)
+        value = jnp.asarray(value, jnp.float32)
+        return jnp.clip(jnp.where(jnp.isfinite(value), value, hi), lo, hi)
+
+    def fresh_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array, num_branches: int):
+        """Sample one new task and its initial inner state for B branches (θ_b has axis B)."""
+        k_cfg, k_init, k_len = jax.random.split(key, 3)
+        cfg = self.family.sample(k_cfg)
+        task = self.family.task_fn(cfg)
+        params, model_state = task.init_with_state(k_init)
+        length = self.schedule.sample(k_len, outer_step)
+        params_b = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_branches,) + jnp.shape(x)), params)
+        mstate_b = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_branches,) + jnp.shape(x)),
+                                          model_state)
+        opt_state_b = jax.vmap(lambda th, p: self._opt(th).init(p))(theta_b, params_b)
+        return cfg, length, params_b, opt_state_b, mstate_b
+
+    # ----------------------------------------------------------------------------- one task
+    def init_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array = 0,
+                  random_offset: bool = True) -> TaskState:
+        """Initial state of one task (no task axis; branch axis B from ``theta_b``)."""
+        num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
+        k_task, k_off = jax.random.split(key)
+        cfg, length, params, opt_state, mstate = self.fresh_task(theta_b, k_task, outer_step, num_branches)
+        step = initial_offsets(k_off, length) if random_offset else jnp.zeros((), jnp.int32)
+        return TaskState(cfg=cfg, step=step, length=length, fresh=jnp.ones((), bool), params=params,
+                         opt_state=opt_state, model_state=mstate,
+                         init_loss=jnp.ones((num_branches,), jnp.float32))
+
+    def init_tasks(self, theta_nb: Any, key: jax.Array, outer_step: jax.Array = 0,
+                   random_offset: bool = True) -> TaskState:
+        """Initial states of N tasks: ``theta_nb`` has leading axes ``[N, B]``."""
+        n = jax.tree_util.tree_leaves(theta_nb)[0].shape[0]
+        keys = jax.random.split(key, n)
+        return jax.vmap(lambda th, k: self.init_task(th, k, outer_step, random_offset))(theta_nb, keys)
+
+    def step(self, theta_b: Any, ts: TaskState, key: jax.Array, outer_step: jax.Array):
+        """One inner step of one task for its B branches -> ``(new_state, StepOutput)``."""
+        num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
+        k_data, k_loss, k_valid_data, k_valid_loss, k_reset = jax.random.split(key, 5)
+        task = self.family.task_fn(ts.cfg)
+        batch = self._batch("train", k_data)
+        valid_batch = self._batch("outer_valid", k_valid_data) if self.meta_loss == "outer_valid" else None
+        needs_reset = ts.step >= ts.length
+
+        def branch(theta, params, opt_state, mstate):
+            def loss_fn(p):
+                return task.loss_with_state(p, mstate, k_loss, batch)
+
+            (loss, new_mstate), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, new_opt_state = self._opt(theta).update(grads, opt_state, params, loss=loss)
+            new_params = optax.apply_updates(params, updates)
+            if self.meta_loss == "outer_valid":
+                measured, _ = task.loss_with_state(new_params, new_mstate, k_valid_loss, valid_batch)
+            else:
+                measured = loss
+            return loss, measured, new_params, new_opt_state, new_mstate
+
+        loss, measured, new_params, new_opt_state, new_mstate = jax.vmap(branch)(
+            theta_b, ts.params, ts.opt_state, ts.model_state)
+        loss = jnp.asarray(loss, jnp.float32)
+        init_loss = jnp.where(ts.fresh, jax.lax.stop_gradient(loss), ts.init_loss)
+        meta = self._normalize(jnp.asarray(measured, jnp.float32), init_loss)
+        if self.meta_loss == "train":
+            valid = ~ts.fresh
+        else:
+            valid = ~needs_reset
+        finite = jnp.all(jnp.isfinite(loss))
+        advanced = TaskState(cfg=ts.cfg, step=jnp.where(finite, ts.step + 1, ts.length),
+                             length=ts.length, fresh=jnp.zeros((), bool), params=new_params,
+                             opt_state=new_opt_state, model_state=new_mstate, init_loss=init_loss)
+        cfg, length, params0, opt_state0, mstate0 = self.fresh_task(theta_b, k_reset, outer_step, num_branches)
+        reset = TaskState(cfg=cfg, step=jnp.zeros((), jnp.int32), length=length, fresh=jnp.ones((), bool),
+                          params=params0, opt_state=opt_state0, model_state=mstate0,
+                          init_loss=jnp.ones((num_branches,), jnp.float32))
+        new_state = _where(needs_reset, reset, advanced)
+        return new_state, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss)
+
+    def unroll_task(self, theta_b: Any, ts: TaskState, key: jax.Array, num_steps: int,
+                    outer_step: jax.Array = 0, checkpoint: bool = False):
+        """``lax.scan`` of ``num_steps`` inner steps of one task -> ``(state, StepOutput[K])``."""
+        keys = jax.random.split(key, num_steps)
+
+        def body(state, k):
+            return self.step(theta_b, state, k, outer_step)
+
+        if checkpoint:
+            body = jax.checkpoint(body)
+        return jax.lax.scan(body, ts, keys)
+
+    def unroll(self, theta_nb: Any, ts: TaskState, key: jax.Array, num_steps: int,
+               outer_step: jax.Array = 0, checkpoint: bool = False):
+        """Vectorized truncated step: all N tasks (``theta_nb`` is ``[N, B, ...]``).
+
+        Returns ``(state, StepOutput)`` with outputs shaped ``[N, K, ...]`` (task axis first).
+        """
+        n = ts.step.shape[0]
+        keys = jax.random.split(key, n)
+        return jax.vmap(lambda th, s, k: self.unroll_task(th, s, k, num_steps, outer_step, checkpoint))(
+            theta_nb, ts, keys)
