@@ -9,10 +9,10 @@ Accumulators (all decays are meta-parameters, ``β = sigmoid(θ_logit)``):
   viewed as ``(..., R, C)``, with ``q = g² + 1e-30``: row statistics
   ``r_j <- β_j r_j + (1-β_j) mean_C(q)`` and column statistics ``c_j <- β_j c_j + (1-β_j) mean_R(q)``
   (``R + C`` numbers per matrix instead of ``R·C``), and the reconstruction
-  ``v̂_j = r_j ⊗ c_j / mean_R(r_j)``. Tensors with fewer than 2 dimensions keep a full ``v_j``.
+  ``v̂_j = r_j ⊗ c_j / max(mean_R(r_j), 1e-15)``. Tensors with fewer than 2 dimensions keep a full ``v_j``.
 
 Per-parameter features, each divided by its root-mean-square over the parameter's tensor:
-``g, w, m_k, g/sqrt(v̂_j), m_k/sqrt(v̂_k), 1/sqrt(v̂_j)``, plus the step's time features
+``g, w, m_k, g/sqrt(v̂_j), m_k/sqrt(v̂_k), 1/sqrt(v̂_j)`` (``v̂`` floored at 1e-24), plus the step's time features
 (:func:`learned_opt.features.time_features`). A tiny tanh MLP (tanh rather than ReLU: with
 so few hidden units ReLUs are often all inactive, which zeroes the update and its θ-gradient) (default hidden widths 8 and 4)
 outputs a direction ``d`` and log-magnitude ``s``; the update is ``u = d · exp(α s) · β`` with
@@ -31,6 +31,8 @@ from learned_opt import features as F
 from learned_opt.base import LearnedOptimizer, Theta
 
 _Q_EPS = 1e-30  # added to g² so row/column statistics are strictly positive
+_NORM_FLOOR = 1e-15  # floor of mean_R(r) in the reconstruction
+_RSQRT_FLOOR = 1e-24  # floor of v̂ in 1/sqrt(v̂)
 
 
 class FactoredLOptState(NamedTuple):
@@ -79,8 +81,9 @@ def factored_second_moments(g: jax.Array, acc: jax.Array, decays: jax.Array,
         old_c = acc[pos + lead * R:pos + lead * (R + C)].reshape(lead, C, j)
         new_r = decays * old_r + one_minus * jnp.mean(qt, axis=2)[..., None]
         new_c = decays * old_c + one_minus * jnp.mean(qt, axis=1)[..., None]
-        norm = jnp.mean(new_r, axis=1, keepdims=True)  # (lead, 1, J), > 0 (q > 0 everywhere)
-        vhat = new_r[:, :, None, :] * new_c[:, None, :, :] / norm[:, :, None, :]
+        # mean row statistic, floored so that tiny/zero gradients keep finite θ-derivatives
+        norm = jnp.maximum(jnp.mean(new_r, axis=1, keepdims=True), _NORM_FLOOR)  # (lead, 1, J)
+        vhat = (new_r / norm)[:, :, None, :] * new_c[:, None, :, :]
         new_pieces += [new_r.reshape(lead * R, j), new_c.reshape(lead * C, j)]
         vhat_pieces.append(vhat.reshape(n, j))
         pos += lead * (R + C)
@@ -172,7 +175,7 @@ class FactoredMLPLOpt(LearnedOptimizer):
             beta_v = jax.nn.sigmoid(theta["second_moment_decay_logits"])
             momenta = F.ema(state.momenta, g, beta_m)
             factored, vhat = factored_second_moments(g, state.factored, beta_v, layout)
-            rs = jax.lax.rsqrt(vhat)  # v̂ > 0 by construction
+            rs = F.safe_rsqrt(vhat, _RSQRT_FLOOR)
             x = jnp.concatenate([g[:, None], p[:, None], momenta, g[:, None] * rs, momenta * rs, rs], axis=1)
             x = F.segment_rms_normalize(x, layout)
             tf = F.time_features(state.count, num_steps, self.timescales)

@@ -14,7 +14,7 @@ statistics are reductions over the static contiguous segment of each leaf
 Feature helpers
 ---------------
 * :func:`ema` — exponential moving averages at several decays, ``m_k <- β_k m_k + (1-β_k) x``;
-* :func:`segment_rms_normalize` — ``x / sqrt(mean_{i in tensor}(x_i²) + ε)`` per tensor and feature
+* :func:`segment_rms_normalize` — ``x / sqrt(max(mean_{i in tensor}(x_i²), ε))`` per tensor and feature
   column (invariant to rescaling one tensor's inputs by ``c > 0``);
 * :func:`time_features` — ``tanh(t / s)`` for several time scales ``s`` and, when a horizon
   ``T`` is known, ``[t/T, 1 - t/T]`` (zeros when it is not, so the feature count never changes);
@@ -125,10 +125,24 @@ def segment_broadcast(stats: Array, layout: FlatLayout) -> Array:
     return jnp.concatenate(pieces, axis=0)
 
 
-def segment_rms_normalize(x: Array, layout: FlatLayout, eps: float = 1e-30) -> Array:
-    """``x / sqrt(mean_tensor(x²) + eps)`` per tensor (and per feature column if ``x`` is 2-D)."""
+def safe_rsqrt(x: Array, floor: float) -> Array:
+    """``1/sqrt(max(x, floor))``: finite, with a finite derivative, even where ``x = 0``."""
+    return jax.lax.rsqrt(jnp.maximum(x, floor))
+
+
+def safe_sqrt(x: Array, floor: float) -> Array:
+    """``sqrt(x)`` for ``x >= floor`` (``x / sqrt(floor)`` below), with a finite derivative at 0."""
+    return x * safe_rsqrt(x, floor)
+
+
+def segment_rms_normalize(x: Array, layout: FlatLayout, floor: float = 1e-24) -> Array:
+    """``x / sqrt(max(mean_tensor(x²), floor))`` per tensor (and per feature column if ``x`` is 2-D).
+
+    The floor (RMS 1e-12 by default) keeps values and θ-gradients finite for all-zero columns;
+    above it the result is exactly invariant to rescaling a tensor's column by ``c > 0``.
+    """
     ms = segment_mean(jnp.square(x), layout)
-    return x * segment_broadcast(jax.lax.rsqrt(ms + eps), layout)
+    return x * segment_broadcast(safe_rsqrt(ms, floor), layout)
 
 
 def ema(acc: Array, x: Array, decays: Array) -> Array:
@@ -195,11 +209,13 @@ def mlp_apply(theta: dict, x: Array, num_layers: int, prefix: str = "",
 
 
 def gradient_features(g: Array, momenta: Array, v: Array, rsqrt_eps: float) -> Array:
-    """Per-parameter gradient columns ``[g, m_1..m_K, sqrt(v), g/sqrt(v+ε), m_k/sqrt(v+ε)]``,
-    shape ``(N, 2K+3)`` (before per-tensor normalization)."""
-    r = jax.lax.rsqrt(v + rsqrt_eps)[:, None]
+    """Per-parameter gradient columns ``[g, m_1..m_K, sqrt(v), g/sqrt(v), m_k/sqrt(v)]``,
+    shape ``(N, 2K+3)`` (before per-tensor normalization); ``1/sqrt(v)`` is
+    :func:`safe_rsqrt` with floor ``rsqrt_eps`` (so entries with ``v = 0`` give 0, not NaN)."""
+    r = safe_rsqrt(v, rsqrt_eps)
     g2 = g[:, None]
-    return jnp.concatenate([g2, momenta, jnp.sqrt(v)[:, None], g2 * r, momenta * r], axis=1)
+    r2 = r[:, None]
+    return jnp.concatenate([g2, momenta, (v * r)[:, None], g2 * r2, momenta * r2], axis=1)
 
 
 def direction_magnitude_step(out: Array, exp_mult: float, step_mult: float,
@@ -230,17 +246,18 @@ def init_loss_stats(num_decays: int) -> LossStats:
 def loss_features(stats: LossStats, loss: Array) -> Array:
     """Features of the current ``loss`` relative to the stats *before* it, shape ``(D+1,)``:
 
-    ``tanh((l - mean_d) / (sqrt(var_d) + 1e-3 |mean_d| + 1e-8))`` for each decay and
+    ``tanh((l - mean_d) / sqrt(var_d + 1e-6 mean_d² + 1e-16))`` for each decay and
     ``tanh((l - first) / (|first| + 1e-8))``. All zero before the first finite loss and for a
-    non-finite ``l``; every denominator is ≥ 1e-8, so they are finite for any finite loss scale
-    (losses starting at 0 or at 1e6 alike) and no bias-correction division ``1/(1-β^t)`` is needed.
+    non-finite ``l``; every denominator is ≥ 1e-8 and the square root's argument ≥ 1e-16 (finite
+    derivative), so they are finite for any finite loss scale (losses starting at 0 or at 1e6
+    alike) and no bias-correction division ``1/(1-β^t)`` is needed.
     """
     l = jnp.asarray(loss, jnp.float32)
     ok = (stats.count > 0) & jnp.isfinite(l)
     l_safe = jnp.where(ok, l, 0.0)
     mean = jnp.where(ok, stats.mean, 0.0)
     first = jnp.where(ok, stats.first, 0.0)
-    scale = jnp.sqrt(stats.var) + 1e-3 * jnp.abs(mean) + 1e-8
+    scale = jnp.sqrt(stats.var + 1e-6 * jnp.square(mean) + 1e-16)
     z = jnp.tanh((l_safe - mean) / scale)
     z0 = jnp.tanh((l_safe - first) / (jnp.abs(first) + 1e-8))
     return jnp.where(ok, jnp.concatenate([z, z0[None]]), 0.0)

@@ -5,8 +5,9 @@ For every scalar parameter ``w`` with gradient ``g`` the optimizer keeps momenta
 ``m_k <- β_k m_k + (1-β_k) g`` at decays ``β_k`` (default 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999) and
 a second moment ``v <- β_v v + (1-β_v) g²`` (``β_v = 0.999``). Its input features are
 
-* ``g, w, m_1..m_K, sqrt(v)`` and the "rsqrt" features ``g/sqrt(v+ε), m_k/sqrt(v+ε)``, each column
-  divided by its root-mean-square over the parameter's tensor (``x / sqrt(mean_tensor(x²)+ε)``),
+* ``g, w, m_1..m_K, sqrt(v)`` and the "rsqrt" features ``g/sqrt(v), m_k/sqrt(v)`` (``v`` floored at
+  ``ε = 1e-24``), each column divided by its root-mean-square over the parameter's tensor
+  (``x / sqrt(max(mean_tensor(x²), 1e-24))``),
   which makes the first update invariant to rescaling one tensor's gradients by ``c > 0``;
 * time features of the 0-based step ``t``: ``tanh(t/s)`` for ``s`` in 1, 10, …, 10⁴ and, when the
   horizon ``T = num_steps`` is given, ``t/T`` and ``1 - t/T`` (zeros otherwise).
@@ -53,7 +54,7 @@ class MLPLOpt(LearnedOptimizer):
       timescales: time scales ``s`` of the ``tanh(t/s)`` step features.
       exp_mult: ``α``, multiplier of the log-magnitude output.
       step_mult: ``β``, overall step scale.
-      rsqrt_eps: ``ε`` inside the rsqrt features.
+      rsqrt_eps: floor ``ε`` of ``v`` in the rsqrt features ``1/sqrt(max(v, ε))``.
     """
 
     name = "mlp"
@@ -62,7 +63,7 @@ class MLPLOpt(LearnedOptimizer):
                  momentum_decays: Sequence[float] = DEFAULT_MOMENTUM_DECAYS,
                  second_moment_decay: float = 0.999,
                  timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
-                 exp_mult: float = 0.001, step_mult: float = 0.001, rsqrt_eps: float = 1e-30):
+                 exp_mult: float = 0.001, step_mult: float = 0.001, rsqrt_eps: float = 1e-24):
         self.hidden_sizes = F.check_positive_ints("hidden_sizes", hidden_sizes)
         self.momentum_decays = F.check_floats_in("momentum_decays", momentum_decays, 0.0, 1.0)
         if not self.momentum_decays:
