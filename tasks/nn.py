@@ -105,13 +105,63 @@ def activation_switch(index: Array, x: Array, names: Optional[Sequence[str]] = N
     return jax.lax.switch(jnp.asarray(index, jnp.int32), branches, x)
 
 
+# variance-scaling initializers as (scale, fan mode, distribution): std^2 = scale / fan
+VARIANCE_SCALING: dict[str, tuple[float, str, str]] = {
+    "glorot_uniform": (1.0, "fan_avg", "uniform"),
+    "glorot_normal": (1.0, "fan_avg", "truncated_normal"),
+    "he_uniform": (2.0, "fan_in", "uniform"),
+    "he_normal": (2.0, "fan_in", "truncated_normal"),
+    "lecun_uniform": (1.0, "fan_in", "uniform"),
+    "lecun_normal": (1.0, "fan_in", "truncated_normal"),
+}
+
+
+def _fans(shape: Sequence[int]) -> tuple[float, float]:
+    """(fan_in, fan_out) as flax computes them: last axis is out, second-last in, rest receptive."""
+    if len(shape) < 2:
+        return float(shape[0]) if shape else 1.0, float(shape[0]) if shape else 1.0
+    receptive = 1
+    for d in shape[:-2]:
+        receptive *= d
+    return float(shape[-2] * receptive), float(shape[-1] * receptive)
+
+
+def _unit_variance_draw(key, shape, dtype, distribution):
+    if distribution == "uniform":  # U[-sqrt 3, sqrt 3] has variance 1
+        return jax.random.uniform(key, shape, dtype, -jnp.sqrt(3.0), jnp.sqrt(3.0))
+    if distribution == "truncated_normal":  # N(0,1) truncated to [-2, 2], rescaled to variance 1
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) / 0.87962566103423978
+    return jax.random.normal(key, shape, dtype)
+
+
 def initializer_switch(index: Array, names: Optional[Sequence[str]] = None) -> Callable[..., Array]:
-    """A flax initializer that applies ``INITIALIZERS[names[index]]`` (``index`` may be traced)."""
+    """A flax initializer that applies ``INITIALIZERS[names[index]]`` (``index`` may be traced).
+
+    When every name is a variance-scaling initializer (glorot/he/lecun, uniform/normal) the
+    selection is closed-form: one draw per distinct distribution, ``std = sqrt(scale / fan)``
+    picked by index -- cheap to compile and to vmap. Otherwise it uses ``lax.switch``. Both give
+    the same distribution as ``INITIALIZERS[name]``; the random stream of the closed form differs.
+    """
     names = _names_or_default(names, INITIALIZER_NAMES, INITIALIZERS)
+    index = jnp.asarray(index, jnp.int32)
+
+    if all(n in VARIANCE_SCALING for n in names):
+        def init(key, shape, dtype=jnp.float32):
+            fan_in, fan_out = _fans(shape)
+            dists = sorted({VARIANCE_SCALING[n][2] for n in names})
+            draws = jnp.stack([_unit_variance_draw(k, shape, dtype, d) for k, d in
+                               zip(jax.random.split(key, len(dists)), dists)])
+            fans = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": 0.5 * (fan_in + fan_out)}
+            stds = jnp.asarray([(VARIANCE_SCALING[n][0] / fans[VARIANCE_SCALING[n][1]]) ** 0.5
+                                for n in names], dtype)
+            which = jnp.asarray([dists.index(VARIANCE_SCALING[n][2]) for n in names], jnp.int32)
+            i = jnp.clip(index, 0, len(names) - 1)
+            return stds[i] * draws[which[i]]
+        return init
 
     def init(key, shape, dtype=jnp.float32):
         branches = [lambda k, f=INITIALIZERS[n]: f(k, shape, dtype) for n in names]
-        return jax.lax.switch(jnp.asarray(index, jnp.int32), branches, key)
+        return jax.lax.switch(index, branches, key)
 
     return init
 

@@ -21,7 +21,7 @@ def check_grad_fd(fun, params, *, num_directions=3, eps=1e-6, rtol=1e-5, atol=1e
 
     ``fun(params) -> scalar`` in float64. Raises AssertionError with the numbers on mismatch.
     """
-    grad = jax.grad(fun)(params)
+    grad = jax.jit(jax.grad(fun))(params)
     leaves, treedef = jax.tree.flatten(params)
     rng = np.random.default_rng(seed)
     f = jax.jit(fun)
