@@ -175,6 +175,21 @@ def test_prepared_tfds_dataset_loads_by_name(external_dir):
     assert builders.find_prepared(root, "tiny_mnist_like:9.9.9") is None
 
 
+def test_tfds_prepared_fashion_mnist_stands_in_for_debian_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    rng = np.random.default_rng(5)
+    arrays = {"train": {"image": rng.integers(0, 256, (40, 28, 28, 1)).astype(np.uint8),
+                        "label": np.arange(40) % 10},
+              "test": {"image": rng.integers(0, 256, (10, 28, 28, 1)).astype(np.uint8),
+                       "label": np.arange(10) % 10}}
+    builders.prepare(make_arrays_builder("fashion_mnist", arrays)(data_dir=str(tmp_path)))
+    ds = load_image_dataset("fashion_mnist", data_dir=str(tmp_path), center=False)
+    assert len(ds.test) == 10 and ds.num_classes == 10
+    np.testing.assert_allclose(np.sort(ds.test.full()["image"].ravel()),
+                               np.sort(arrays["test"]["image"].ravel() / 255.0), atol=1e-7)
+    assert not os.path.exists(tmp_path / "lo_fashion_mnist")
+
+
 def test_external_dataset_resize_and_flatten(external_dir):
     root, _ = external_dir
     ds = load_image_dataset("tiny_mnist_like", data_dir=root, image_size=4, flatten=True)
@@ -493,6 +508,7 @@ def test_clear_errors(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DatasetUnavailableError, match="dataset-fashion-mnist"):
         load_image_dataset("fashion_mnist", data_dir=str(tmp_path / "fresh"))
+    assert not os.path.exists(tmp_path / "fresh" / "lo_fashion_mnist")
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))

@@ -295,7 +295,7 @@ def prepare(builder) -> str:
             compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False)
         try:
             builder.download_and_prepare(download_config=config)
-        except (src.DatasetUnavailableError, TypeError, ValueError):
+        except src.DatasetUnavailableError:
             raise
         except Exception as e:
             raise RuntimeError(

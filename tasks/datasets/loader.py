@@ -46,18 +46,10 @@ TEXT_DATASETS = ("python_docs",)
 
 
 def _available(name: str) -> bool:
-    import importlib.util
-    if name == "mnist_5k":
-        try:
-            src.mnist_5k_csv_path()
-            return True
-        except src.DatasetUnavailableError:
-            return False
-    if name == "fashion_mnist":
-        return os.path.exists(os.path.join(src.FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")) \
-            or os.path.exists(os.path.join(src.FASHION_MNIST_DIR, "train-images-idx3-ubyte"))
-    if name == "mnist1d":
-        return importlib.util.find_spec("mnist1d") is not None
+    try:
+        src.check_available(name)
+    except src.DatasetUnavailableError:
+        return False
     return True
 
 
@@ -87,6 +79,7 @@ def _read_dataset(name: str, data_dir: str) -> tuple:
             if generic is not None and not _available(name):
                 path = generic  # a TFDS-prepared fashion_mnist stands in for the Debian files
             else:
+                src.check_available(name)  # before TFDS creates any directory
                 path = builders.prepare_source(name, data_dir)
     else:
         path = builders.find_prepared(data_dir, name)

@@ -143,6 +143,24 @@ def read_fashion_mnist(root: Optional[str] = None) -> RawDataset:
     return RawDataset(splits, pixel_max=255.0, num_classes=10)
 
 
+def check_available(name: str) -> None:
+    """Raise :class:`DatasetUnavailableError` (saying what to install) if ``name``'s source is missing."""
+    if name == "mnist_5k":
+        mnist_5k_csv_path()
+    elif name == "fashion_mnist":
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            if not any(os.path.exists(os.path.join(FASHION_MNIST_DIR, stem + ext))
+                       for ext in (".gz", "")):
+                raise DatasetUnavailableError(
+                    f"dataset 'fashion_mnist': {os.path.join(FASHION_MNIST_DIR, stem)}[.gz] not "
+                    "found. It comes from the Debian/Ubuntu package 'dataset-fashion-mnist' "
+                    "(apt-get install dataset-fashion-mnist), or put a TFDS-prepared "
+                    "'fashion_mnist' in the data_dir")
+    elif name == "mnist1d" and importlib.util.find_spec("mnist1d") is None:
+        raise DatasetUnavailableError("dataset 'mnist1d' needs the 'mnist1d' package: pip install mnist1d")
+
+
 # --- MNIST-1D (procedural, from the mnist1d package) -----------------------------------------
 
 @contextlib.contextmanager
