@@ -56,7 +56,7 @@ def _read_csv_gz(path) -> np.ndarray:
 
 def digits_csv_path():
     """Path of the embedded ``digits.csv.gz`` (see ``data/LICENSE-digits.txt``)."""
-    return _resources.files("tasks.datasets").joinpath("data", "digits.csv.gz")
+    return _resources.files("tasks.datasets").joinpath("data").joinpath("digits.csv.gz")
 
 
 def read_digits(path=None) -> RawDataset:
