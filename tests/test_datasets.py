@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tasks.base import Datasets
-from tasks.datasets import builders, loader, resize, sources, text
+from tasks.datasets import builders, loader, reader, resize, sources, text
 from tasks.datasets import (SPLIT_NAMES, DatasetUnavailableError, dataset_names,
                             load_image_dataset, load_text_dataset, make_arrays_builder)
 
@@ -58,7 +58,7 @@ def test_builder_round_trip_is_exact(tmp_path):
     files = os.listdir(path)
     assert any(".array_record-" in f for f in files), files
     assert not any("parquet" in f or "tfrecord" in f for f in files), files
-    splits, metadata = builders.read_tfds_directory(path)
+    splits, metadata = reader.read_tfds_directory(path)
     assert metadata["pixel_max"] == 255.0
     assert set(splits) == {"train", "test"}
     for split, ref in arrays.items():
@@ -75,7 +75,7 @@ def test_fast_decoder_matches_tfds_decoder(tmp_path):
     path = builders.prepare(cls(data_dir=str(tmp_path)))
     import tensorflow_datasets as tfds
     b = tfds.builder_from_directory(path)
-    ours, _ = builders.read_tfds_directory(path)
+    ours, _ = reader.read_tfds_directory(path)
     for split in ("train", "test"):
         source = b.as_data_source(split=split)
         theirs = [source[i] for i in range(len(source))]
@@ -112,7 +112,7 @@ def test_tfrecord_shards_are_readable_without_tensorflow(tmp_path):
     info["fileFormat"] = "tfrecord"
     with open(info_path, "w") as f:
         json.dump(info, f)
-    splits, _ = builders.read_tfds_directory(path)
+    splits, _ = reader.read_tfds_directory(path)
     for split, ref in arrays.items():
         order = np.argsort(splits[split]["index"])
         for key, value in ref.items():
@@ -170,9 +170,9 @@ def test_prepared_tfds_dataset_loads_by_name(external_dir):
     np.testing.assert_allclose(np.sort(pool.ravel()), np.sort(data["train"][0].ravel() / 255.0),
                                rtol=0, atol=1e-7)
     # name/config:version forms resolve to the same directory
-    assert builders.find_prepared(root, "tiny_mnist_like:3.0.1") == \
-        builders.find_prepared(root, "tiny_mnist_like")
-    assert builders.find_prepared(root, "tiny_mnist_like:9.9.9") is None
+    assert reader.find_prepared(root, "tiny_mnist_like:3.0.1") == \
+        reader.find_prepared(root, "tiny_mnist_like")
+    assert reader.find_prepared(root, "tiny_mnist_like:9.9.9") is None
 
 
 def test_tfds_prepared_fashion_mnist_stands_in_for_debian_files(tmp_path, monkeypatch):

@@ -17,15 +17,16 @@ Every source is written once by a ``tfds.core.GeneratorBasedBuilder`` into ``arr
 under the data_dir (``$LEARNED_OPT_DATA_DIR`` or ``~/.cache/learned_opt/tfds``) and read back as
 NumPy through TFDS data sources; any other prepared TFDS dataset in the data_dir loads by name.
 """
-from tasks.datasets.builders import default_data_dir, make_arrays_builder, prepare, read_tfds_directory
+from tasks.datasets.builders import default_data_dir, make_arrays_builder, prepare
 from tasks.datasets.loader import (SPLIT_NAMES, dataset_names, load_image_dataset, load_text_dataset,
                                    partition)
+from tasks.datasets.reader import find_prepared, read_tfds_directory
 from tasks.datasets.resize import resize_images
 from tasks.datasets.sources import DatasetUnavailableError
 from tasks.datasets.text import VOCAB, VOCAB_SIZE, decode, encode
 
 __all__ = [
     "DatasetUnavailableError", "SPLIT_NAMES", "VOCAB", "VOCAB_SIZE", "dataset_names", "decode",
-    "default_data_dir", "encode", "load_image_dataset", "load_text_dataset", "make_arrays_builder",
-    "partition", "prepare", "read_tfds_directory", "resize_images",
+    "default_data_dir", "encode", "find_prepared", "load_image_dataset", "load_text_dataset",
+    "make_arrays_builder", "partition", "prepare", "read_tfds_directory", "resize_images",
 ]

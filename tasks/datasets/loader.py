@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from tasks.base import Datasets, Split
-from tasks.datasets import builders
+from tasks.datasets import builders, reader
 from tasks.datasets import sources as src
 from tasks.datasets import text as text_lib
 from tasks.datasets.resize import resize_images
@@ -75,20 +75,20 @@ def _read_dataset(name: str, data_dir: str) -> tuple:
     if name in IMAGE_DATASETS or name in TEXT_DATASETS:
         path = builders.source_dir(name, data_dir)
         if not os.path.exists(os.path.join(path, "dataset_info.json")):
-            generic = builders.find_prepared(data_dir, name) if name == "fashion_mnist" else None
+            generic = reader.find_prepared(data_dir, name) if name == "fashion_mnist" else None
             if generic is not None and not _available(name):
                 path = generic  # a TFDS-prepared fashion_mnist stands in for the Debian files
             else:
                 src.check_available(name)  # before TFDS creates any directory
                 path = builders.prepare_source(name, data_dir)
     else:
-        path = builders.find_prepared(data_dir, name)
+        path = reader.find_prepared(data_dir, name)
         if path is None:
             raise ValueError(
                 f"unknown dataset {name!r}: not a built-in dataset "
                 f"{list(IMAGE_DATASETS + TEXT_DATASETS)} and no prepared TFDS dataset "
                 f"'{name}' in data_dir {data_dir}")
-    splits, metadata = builders.read_tfds_directory(path)
+    splits, metadata = reader.read_tfds_directory(path)
     for arrays in splits.values():
         if "index" in arrays:
             order = np.argsort(arrays["index"], kind="stable")
