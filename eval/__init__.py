@@ -1,0 +1,54 @@
+"""eval: evaluate learned and hand-designed optimizers on named suites.
+
+* ``compare(methods, suite) -> Table`` -- summary rows (normalized final loss, speed-up over
+  tuned Adam, win fractions vs tuned Adam and L-BFGS, divergences);
+* ``evaluate(lopt, theta, suite, out_dir, seeds=3) -> results`` and ``write_report(results,
+  out_dir)`` -- report.md, results.json (deterministic), timing.json and PNG figures;
+* ``run_suite`` (the results dict), ``run_method`` (one method on one task -> curves),
+  ``suite_names`` / ``get_suite``, ``metrics`` (normalization, speed-up, intervals).
+
+Names resolve lazily so that ``import eval`` stays light (no JAX until something runs).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "compare": "compare",
+    "evaluate": "compare",
+    "Table": "compare",
+    "table_from_results": "compare",
+    "run_suite": "pipeline",
+    "write_report": "report",
+    "load_results": "report",
+    "run_method": "runner",
+    "prepare_task": "runner",
+    "Curve": "runner",
+    "MethodRun": "runner",
+    "get_suite": "suites",
+    "suite_names": "suites",
+    "describe_suites": "suites",
+    "custom_suite": "suites",
+    "as_method": "methods",
+    "learned_method": "methods",
+    "adam_sweep": "baselines",
+    "sgdm_sweep": "baselines",
+    "scipy_baseline": "baselines",
+    "default_baselines": "baselines",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"eval.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

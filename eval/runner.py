@@ -131,7 +131,7 @@ class TaskSetup:
     eval_batch: Any
     test_batch: Any
     num_params: int
-    _seed_cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)  # per-task compiled fns, seed inputs
 
     @property
     def exact(self) -> bool:
@@ -230,15 +230,15 @@ def seed_inputs(setup: TaskSetup, seed: int) -> tuple:
     Randomness is drawn outside the compiled training loops: PRNG code inside a ``vmap``-ed scan
     multiplies XLA compile time, and the same draws serve every method (common random numbers).
     """
-    cache = setup._seed_cache
-    if seed not in cache:
+    cache = setup._cache
+    if ("seed", seed) not in cache:
         k_init, k_run = jax.random.split(jax.random.PRNGKey(int(seed)))
         params0 = setup.task.init(k_init)
         n = 0 if setup.train_arrays is None else next(iter(setup.train_arrays.values())).shape[0]
         bs = setup.batch_size if setup.minibatch else 0
         idx, keys = _step_randomness_fn(setup.num_steps, bs, n)(k_run)
-        cache[seed] = (params0, idx, keys)
-    return cache[seed]
+        cache[("seed", seed)] = (params0, idx, keys)
+    return cache[("seed", seed)]
 
 
 def _first_order_program(setup: TaskSetup, method: FirstOrderMethod, record_params: bool = False):
@@ -287,7 +287,7 @@ def _first_order_program(setup: TaskSetup, method: FirstOrderMethod, record_para
             return losses, tests, bl.reshape(-1)[:T], ps
         return losses, tests, out.reshape(-1)[:T]
 
-    return jax.jit(jax.vmap(run_one, in_axes=(0,) + (None,) * 7))
+    return jax.jit(jax.vmap(run_one, in_axes=(0,) + (None,) * 7, axis_size=len(method.grid)))
 
 
 def record_steps(num_steps: int, eval_every: int) -> np.ndarray:
@@ -351,10 +351,11 @@ def scipy_options(method: ScipyMethod, budget: int) -> dict:
     return opts
 
 
-class _Objective:
-    """``jac=True`` objective over param dicts that counts evaluations (NumPy in, NumPy out)."""
-
-    def __init__(self, setup: TaskSetup, params0: Any):
+def _classical_fns(setup: TaskSetup) -> dict:
+    """Jitted exact objective ``value_and_grad``, Hessian-vector product and evaluation losses,
+    compiled once per task and shared by every classical method and seed."""
+    cache = setup._cache.setdefault("classical", {})
+    if not cache:
         task = setup.task
         key = jax.random.PRNGKey(EVAL_KEY_SEED)
         batch = setup.full_batch
@@ -362,25 +363,36 @@ class _Objective:
         def objective(p):
             return task.loss(p, key, batch)
 
-        self._vg = jax.jit(jax.value_and_grad(objective))
-        self._hvp = jax.jit(lambda p, v: jax.jvp(jax.grad(objective), (p,), (v,))[1])
+        eval_loss, test_loss = _loss_fns(setup)
+        cache["vg"] = jax.jit(jax.value_and_grad(objective))
+        cache["hvp"] = jax.jit(lambda p, v: jax.jvp(jax.grad(objective), (p,), (v,))[1])
+        ev, te = jax.jit(eval_loss), jax.jit(test_loss)
+        cache["eval"] = lambda p: float(ev(p, setup.eval_batch))
+        cache["test"] = lambda p: float(te(p, setup.test_batch))
+    return cache
+
+
+class _Objective:
+    """``jac=True`` objective over param dicts that counts evaluations (NumPy in, NumPy out)."""
+
+    def __init__(self, setup: TaskSetup, params0: Any):
+        fns = _classical_fns(setup)
+        self._vg, self._hvp = fns["vg"], fns["hvp"]
         self._like = params0
         self.nfev = 0
         self.nhev = 0
-        self.values: list[float] = []
 
-    def _cast(self, x):
+    def cast(self, x):
         return jax.tree_util.tree_map(lambda a, r: jnp.asarray(a, r.dtype), x, self._like)
 
     def __call__(self, x):
-        v, g = self._vg(self._cast(x))
+        v, g = self._vg(self.cast(x))
         self.nfev += 1
-        self.values.append(float(v))
         return float(v), jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), g)
 
     def hessp(self, x, p):
         self.nhev += 1
-        out = self._hvp(self._cast(x), self._cast(p))
+        out = self._hvp(self.cast(x), self.cast(p))
         return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), out)
 
     @property
@@ -397,26 +409,25 @@ def run_scipy(setup: TaskSetup, method: ScipyMethod, seeds: Sequence[int]) -> Me
                          chosen=0, skipped=why)
     from learned_opt import minimize
 
-    eval_loss, test_loss = _loss_fns(setup)
-    ev = jax.jit(eval_loss)
-    te = jax.jit(test_loss)
+    fns = _classical_fns(setup)
+    ev, te = fns["eval"], fns["test"]
     budget = setup.num_steps
     row = []
     t_run = 0.0
     for seed in seeds:
         params0 = seed_inputs(setup, int(seed))[0]
         obj = _Objective(setup, params0)
-        rec = {"steps": [0], "x": [0.0], "loss": [float(ev(params0, setup.eval_batch))],
-               "test": [float(te(params0, setup.test_batch))], "time": [0.0]}
+        rec = {"steps": [0], "x": [0.0], "loss": [ev(params0)],
+               "test": [te(params0)], "time": [0.0]}
         stop_on_budget = method.method != "L-BFGS-B"  # L-BFGS-B enforces maxfun itself
         start = time.perf_counter()
 
         def callback(x):
             rec["steps"].append(rec["steps"][-1] + 1)
             rec["x"].append(float(obj.cost))
-            xp = obj._cast(x)
-            rec["loss"].append(float(ev(xp, setup.eval_batch)))
-            rec["test"].append(float(te(xp, setup.test_batch)))
+            xp = obj.cast(x)
+            rec["loss"].append(ev(xp))
+            rec["test"].append(te(xp))
             rec["time"].append(time.perf_counter() - start)
             return bool(stop_on_budget and obj.cost >= budget)
 
@@ -427,14 +438,14 @@ def run_scipy(setup: TaskSetup, method: ScipyMethod, seeds: Sequence[int]) -> Me
                            options=scipy_options(method, budget), **kwargs)
             info.update(nit=int(getattr(res, "nit", rec["steps"][-1]) or 0), nfev=obj.nfev,
                         nhev=obj.nhev, success=bool(res.success), message=str(res.message))
-            xf = obj._cast(res.x)
-            final = float(ev(xf, setup.eval_batch))
+            xf = obj.cast(res.x)
+            final = ev(xf)
             if obj.cost > rec["x"][-1] or final != rec["loss"][-1]:
                 # evaluations after the last completed iteration (a failed line search, a stop)
                 rec["steps"].append(rec["steps"][-1] + (0 if final == rec["loss"][-1] else 1))
                 rec["x"].append(float(obj.cost))
                 rec["loss"].append(final)
-                rec["test"].append(float(te(xf, setup.test_batch)))
+                rec["test"].append(te(xf))
                 rec["time"].append(time.perf_counter() - start)
             info["fun"] = float(res.fun)
         except Exception as e:  # a crashed run is recorded as a failure, never silently dropped
@@ -445,6 +456,12 @@ def run_scipy(setup: TaskSetup, method: ScipyMethod, seeds: Sequence[int]) -> Me
             rec["test"].append(math.nan)
             rec["time"].append(time.perf_counter() - start)
         t_run += time.perf_counter() - start
+        # the curve ends at the budget: records after it (line-search overshoot) are dropped
+        keep = [i for i, c in enumerate(rec["x"]) if c <= budget or i == 0 or "error" in info]
+        if len(keep) < len(rec["x"]):
+            info["truncated_at_budget"] = {"records_dropped": len(rec["x"]) - len(keep),
+                                           "cost_used": rec["x"][-1]}
+            rec = {k: [v[i] for i in keep] for k, v in rec.items()}
         row.append(Curve(method=method.name, task=setup.name, seed=int(seed),
                          steps=np.asarray(rec["steps"], np.int64), x=np.asarray(rec["x"]),
                          loss=np.asarray(rec["loss"]), test_loss=np.asarray(rec["test"]),

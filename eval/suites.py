@@ -1,0 +1,247 @@
+"""Named, versioned, deterministic evaluation suites.
+
+A suite is a list of tasks with a horizon each, a default number of seeds and the baselines to
+run. Tasks come from the frozen named tasksets of :mod:`tasksets` (selected deterministically:
+the first ``k`` members of each family, in the frozen order) or are fixed tasks built from a
+constructor path and keyword arguments. The suite's ``version`` changes whenever its definition
+does; resolved suites record every task's ``task_id`` (or constructor config) in the results.
+
+=================  =============================================================================
+``smoke``          two tiny tasks (a quadratic, full-batch softmax regression on 8x8 digits),
+                   40 steps, 2 seeds, Adam sweep + L-BFGS-B: for tests
+``indist``         8 held-out tasks of the training families (unseen seeds), meta-training horizon
+``ood``            8 tasks: 2 each of ``ood_family``, ``ood_size``, ``ood_dataset``, ``ood_horizon``
+``ood_family``     4 tasks of families never trained on (conv nets, VAEs, char-RNN LMs)
+``ood_size``       4 wider/deeper MLPs and bigger quadratics
+``ood_dataset``    4 tasks on datasets never trained on (MNIST-1D, 16x16 digits)
+``ood_horizon``    4 training-family tasks at 5x the meta-training horizon
+``functions2d``    Rosenbrock, Beale, flower, Ackley, Himmelblau, Booth from their standard starts
+=================  =============================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Optional, Sequence
+
+DEFAULT_SEEDS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteTask:
+    """One resolved suite entry."""
+
+    name: str
+    group: str  # taskset name, or "fixed"
+    num_steps: int
+    build: Callable[[], Any]  # -> tasks.Task
+    task_id: str
+    config: dict  # the cfg (taskset tasks) or constructor config (fixed tasks)
+
+    def summary(self) -> dict:
+        return {"name": self.name, "group": self.group, "num_steps": self.num_steps,
+                "task_id": self.task_id, "config": self.config}
+
+
+@dataclasses.dataclass(frozen=True)
+class FromTaskset:
+    """The first ``per_family`` members of each family of taskset ``taskset`` (frozen order),
+    at most ``limit`` in total, run for ``horizon_mult`` × the taskset's horizon (or ``num_steps``)."""
+
+    taskset: str
+    per_family: int = 1
+    limit: Optional[int] = None
+    num_steps: Optional[int] = None
+    families: Optional[tuple[str, ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedTask:
+    """A task built as ``module:Class(**kwargs)``."""
+
+    ctor: str
+    kwargs: tuple[tuple[str, Any], ...]
+    num_steps: int
+    name: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CfgTask:
+    """A tasksets cfg (given as sorted items, to stay hashable)."""
+
+    name: str
+    cfg: tuple
+    num_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    version: int
+    description: str
+    entries: tuple
+    seeds: int = DEFAULT_SEEDS
+    baselines: tuple[str, ...] = ("adam", "sgdm", "L-BFGS-B", "CG", "BFGS", "trust-ncg")
+    eval_points: int = 20
+    paths: bool = False  # draw optimizer paths (2-D tasks only)
+
+    def resolve(self) -> list[SuiteTask]:
+        """The suite's tasks, deterministic given the frozen tasksets."""
+        out: list[SuiteTask] = []
+        for e in self.entries:
+            out.extend(_resolve_entry(e))
+        names = [t.name for t in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"suite {self.name!r}: duplicate task names {dup}")
+        return out
+
+    def summary(self) -> dict:
+        return {"name": self.name, "version": self.version, "description": self.description,
+                "default_seeds": self.seeds, "baselines": list(self.baselines)}
+
+
+def _fixed(ctor: str, num_steps: int, name: Optional[str] = None, **kwargs) -> FixedTask:
+    return FixedTask(ctor=ctor, kwargs=tuple(sorted(kwargs.items())), num_steps=num_steps, name=name)
+
+
+def _import(path: str) -> Any:
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _taskset_doc(name: str) -> dict:
+    import tasksets
+
+    try:
+        return tasksets.load_taskset_doc(name)
+    except ValueError:
+        if name not in tasksets.TASKSET_SPECS:
+            raise
+        # not frozen yet: the spec generates the same cfgs deterministically
+        spec = tasksets.TASKSET_SPECS[name]
+        return {"name": name, "horizon": spec["horizon"], "tasks": tasksets.generate_taskset(spec),
+                "generated": True}
+
+
+def _resolve_entry(e: Any) -> list[SuiteTask]:
+    if isinstance(e, CfgTask):
+        import tasksets
+
+        cfg = dict(e.cfg)
+        return [SuiteTask(name=e.name, group="custom", num_steps=e.num_steps,
+                          build=lambda cfg=cfg: tasksets.build_task(cfg), task_id=tasksets.task_id(cfg),
+                          config=cfg)]
+    if isinstance(e, FixedTask):
+        kwargs = dict(e.kwargs)
+        cls = _import(e.ctor)
+        name = e.name or kwargs.get("name") or cls.__name__
+        cfg = {"ctor": e.ctor, "kwargs": kwargs}
+        return [SuiteTask(name=name, group="fixed", num_steps=e.num_steps,
+                          build=lambda cls=cls, kwargs=kwargs: cls(**kwargs),
+                          task_id=f"fixed:{name}", config=cfg)]
+    if isinstance(e, FromTaskset):
+        import tasksets
+
+        doc = _taskset_doc(e.taskset)
+        steps = int(e.num_steps or doc["horizon"])
+        counts: dict[str, int] = {}
+        out = []
+        for entry in doc["tasks"]:
+            cfg = entry["cfg"]
+            fam = cfg["family"]
+            if e.families is not None and fam not in e.families:
+                continue
+            if counts.get(fam, 0) >= e.per_family:
+                continue
+            counts[fam] = counts.get(fam, 0) + 1
+            name = f"{e.taskset}/{fam.replace('_family', '')}-{entry['seed']}"
+            out.append(SuiteTask(name=name, group=e.taskset, num_steps=steps,
+                                 build=lambda cfg=cfg: tasksets.build_task(cfg),
+                                 task_id=entry.get("task_id") or tasksets.task_id(cfg), config=cfg))
+        out = _interleave(out)
+        if e.limit is not None:
+            out = out[:e.limit]
+        if not out:
+            raise ValueError(f"taskset {e.taskset!r} yields no tasks for {e}")
+        return out
+    raise TypeError(f"unknown suite entry {e!r}")
+
+
+def _interleave(tasks: list[SuiteTask]) -> list[SuiteTask]:
+    """Round-robin over families so that ``limit`` keeps the families balanced."""
+    by_fam: dict[str, list] = {}
+    for t in tasks:
+        by_fam.setdefault(t.config["family"], []).append(t)
+    out = []
+    while any(by_fam.values()):
+        for fam in list(by_fam):
+            if by_fam[fam]:
+                out.append(by_fam[fam].pop(0))
+    return out
+
+
+_F2D = "tasks.functions2d:Function2DTask"
+_DIGITS_LINEAR = dict(dataset="digits", hidden_sizes=[], full_batch=True, name="digits_softmax_fullbatch")
+
+SUITES: dict[str, Suite] = {s.name: s for s in [
+    Suite("smoke", 1, "two tiny tasks for tests: a 10-d quadratic and full-batch softmax regression "
+          "on 8x8 digits, 40 steps",
+          entries=(_fixed("tasks.quadratic:QuadraticTask", 40, name="quadratic10", dim=10,
+                          condition_number=20.0),
+                   _fixed("tasks.image_mlp:ImageMLPTask", 40, **_DIGITS_LINEAR)),
+          seeds=2, baselines=("adam", "L-BFGS-B"), eval_points=10),
+    Suite("indist", 1, "held-out seeds of the meta-training families, meta-training horizon",
+          entries=(FromTaskset("heldout", per_family=3, limit=8),), seeds=3),
+    Suite("ood", 1, "out of distribution: 2 tasks each of unseen families, larger nets, unseen "
+          "datasets, and 5x the meta-training horizon",
+          entries=(FromTaskset("ood_family", per_family=1, limit=2),
+                   FromTaskset("ood_size", per_family=1, limit=2),
+                   FromTaskset("ood_dataset", per_family=1, limit=2),
+                   FromTaskset("ood_horizon", per_family=1, limit=2)), seeds=3),
+    Suite("ood_family", 1, "families never trained on", entries=(FromTaskset("ood_family", 2, 4),)),
+    Suite("ood_size", 1, "wider/deeper MLPs and bigger quadratics", entries=(FromTaskset("ood_size", 2, 4),)),
+    Suite("ood_dataset", 1, "datasets never trained on", entries=(FromTaskset("ood_dataset", 2, 4),)),
+    Suite("ood_horizon", 1, "training families at 5x the horizon", entries=(FromTaskset("ood_horizon", 2, 4),)),
+    Suite("functions2d", 1, "classic 2-D test functions from their standard start points",
+          entries=tuple(_fixed(_F2D, 200, name=f, function=f) for f in
+                        ("rosenbrock", "beale", "flower", "ackley", "himmelblau", "booth")),
+          seeds=1, baselines=("adam", "sgdm", "L-BFGS-B", "CG", "BFGS", "trust-ncg"), paths=True),
+]}
+
+
+def suite_names() -> list[str]:
+    return list(SUITES)
+
+
+def get_suite(name: str | Suite) -> Suite:
+    """A suite by name (or the suite itself)."""
+    if isinstance(name, Suite):
+        return name
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; available: {suite_names()}")
+    return SUITES[name]
+
+
+def describe_suites() -> str:
+    """One line per suite (``learned-opt eval --list-suites``)."""
+    lines = []
+    for s in SUITES.values():
+        lines.append(f"{s.name:<12} v{s.version}  seeds={s.seeds}  {s.description}")
+    return "\n".join(lines)
+
+
+def custom_suite(name: str, tasks: Sequence[tuple[str, Any, int]], *, seeds: int = DEFAULT_SEEDS,
+                 baselines: Sequence[str] = ("adam", "L-BFGS-B"), eval_points: int = 20) -> Suite:
+    """A suite over explicit ``(name, task_factory_path_or_cfg, num_steps)`` triples: the middle
+    item is a tasksets cfg dict or a ``"module:Class"`` string (built with no arguments)."""
+    entries = []
+    for tname, ref, steps in tasks:
+        if isinstance(ref, dict):
+            entries.append(CfgTask(tname, tuple(sorted(ref.items())), int(steps)))
+        elif isinstance(ref, str):
+            entries.append(FixedTask(ctor=ref, kwargs=(), num_steps=int(steps), name=tname))
+        else:
+            raise TypeError(f"task {tname!r}: expected a cfg dict or 'module:Class', got {type(ref).__name__}")
+    return Suite(name, 0, "custom suite", tuple(entries), seeds=seeds, baselines=tuple(baselines),
+                 eval_points=eval_points)
