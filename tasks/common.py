@@ -158,7 +158,9 @@ def load_images(dataset: str, *, image_size: Optional[int], batch_size: int, see
                               data_dir=data_dir, flatten=flatten, center=center)
 
 
-def load_text(dataset: str, *, seq_len: int, batch_size: int, seed: int) -> Datasets:
+def load_text(dataset: str, *, seq_len: int, batch_size: int, seed: int,
+              data_dir: Optional[str] = None) -> Datasets:
     """``tasks.datasets.load_text_dataset`` (imported lazily)."""
     from tasks.datasets import load_text_dataset
-    return load_text_dataset(dataset, seq_len=seq_len, batch_size=batch_size, seed=seed)
+    return load_text_dataset(dataset, seq_len=seq_len, batch_size=batch_size, seed=seed,
+                             data_dir=data_dir)
