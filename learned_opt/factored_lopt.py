@@ -87,7 +87,7 @@ def factored_second_moments(g: jax.Array, acc: jax.Array, decays: jax.Array,
         new_pieces += [new_r.reshape(lead * R, j), new_c.reshape(lead * C, j)]
         vhat_pieces.append(vhat.reshape(n, j))
         pos += lead * (R + C)
-    cat = lambda xs: jnp.concatenate(xs, axis=0) if xs else jnp.zeros((0, j), jnp.float32)
+    cat = lambda xs: jnp.concatenate(xs, axis=0) if xs else jnp.zeros((0, j), acc.dtype)
     return cat(new_pieces), cat(vhat_pieces)
 
 
@@ -160,8 +160,8 @@ class FactoredMLPLOpt(LearnedOptimizer):
         def init_fn(params):
             layout = F.layout_of(params)
             return FactoredLOptState(count=jnp.zeros([], jnp.int32),
-                                     momenta=jnp.zeros((layout.total, k), jnp.float32),
-                                     factored=jnp.zeros((_factored_len(layout), k), jnp.float32))
+                                     momenta=jnp.zeros((layout.total, k), layout.dtype),
+                                     factored=jnp.zeros((_factored_len(layout), k), layout.dtype))
 
         def update_fn(grads, state, params=None, **extra):
             del extra  # the loss is not a feature of this architecture
@@ -178,7 +178,7 @@ class FactoredMLPLOpt(LearnedOptimizer):
             rs = F.safe_rsqrt(vhat, _RSQRT_FLOOR)
             x = jnp.concatenate([g[:, None], p[:, None], momenta, g[:, None] * rs, momenta * rs, rs], axis=1)
             x = F.segment_rms_normalize(x, layout)
-            tf = F.time_features(state.count, num_steps, self.timescales)
+            tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
             out = F.mlp_apply(theta, x, num_layers, extra_bias=tf @ theta["w0"][n_param:], activation=jnp.tanh)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             return F.unflatten(step, layout), FactoredLOptState(F.increment(state.count), momenta, factored)

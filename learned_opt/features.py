@@ -5,7 +5,7 @@ optimizers built from it stay jit-, vmap- and grad-friendly.
 
 Flat layout
 -----------
-The per-parameter optimizers work on one flat float32 vector holding every parameter leaf
+The per-parameter optimizers work on one flat vector (float32; float64 if a leaf is float64) holding every parameter leaf
 (``FlatLayout``): features are computed once for all parameters and the per-parameter network is a
 single matmul over all rows, which compiles much faster than one network per leaf. Per-tensor
 statistics are reductions over the static contiguous segment of each leaf
@@ -49,6 +49,7 @@ class FlatLayout(NamedTuple):
     dtypes: tuple  # original leaf dtypes
     sizes: tuple  # number of elements per leaf
     offsets: tuple  # start offset of each leaf in the flat vector
+    dtype: Any  # computation dtype: float32, or float64 if any leaf is float64
 
     @property
     def num_tensors(self) -> int:
@@ -72,7 +73,8 @@ def layout_of(tree: Any) -> FlatLayout:
         dtypes.append(jnp.dtype(leaf.dtype))
         sizes.append(int(math.prod(leaf.shape)))
     offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)])[:-1]) if sizes else ()
-    return FlatLayout(treedef, tuple(shapes), tuple(dtypes), tuple(sizes), offsets)
+    dtype = jnp.dtype(jnp.result_type(jnp.float32, *dtypes)) if dtypes else jnp.dtype(jnp.float32)
+    return FlatLayout(treedef, tuple(shapes), tuple(dtypes), tuple(sizes), offsets, dtype)
 
 
 def check_same_structure(layout: FlatLayout, tree: Any, what: str) -> None:
@@ -86,11 +88,12 @@ def check_same_structure(layout: FlatLayout, tree: Any, what: str) -> None:
 
 
 def flatten(tree: Any, layout: FlatLayout) -> Array:
-    """Concatenate the leaves of ``tree`` (cast to float32) into one vector of length ``layout.total``."""
+    """Concatenate the leaves of ``tree`` (cast to ``layout.dtype``) into one vector of length
+    ``layout.total``."""
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
-        return jnp.zeros((0,), jnp.float32)
-    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
+        return jnp.zeros((0,), layout.dtype)
+    return jnp.concatenate([jnp.ravel(x).astype(layout.dtype) for x in leaves])
 
 
 def unflatten(vec: Array, layout: FlatLayout, cast: bool = True) -> Any:
@@ -156,12 +159,12 @@ def ema(acc: Array, x: Array, decays: Array) -> Array:
 
 
 def time_features(step: Array, num_steps: int | None,
-                  timescales: Sequence[float] = DEFAULT_TIMESCALES) -> Array:
+                  timescales: Sequence[float] = DEFAULT_TIMESCALES, dtype: Any = jnp.float32) -> Array:
     """``[tanh(t/s) for s in timescales] + [t/T, 1 - t/T]`` (the last two are 0 without a horizon)."""
-    t = jnp.asarray(step, jnp.float32)
+    t = jnp.asarray(step, dtype)
     feats = [jnp.tanh(t / s) for s in timescales]
     if num_steps is None:
-        feats += [jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)]
+        feats += [jnp.zeros((), dtype), jnp.zeros((), dtype)]
     else:
         frac = jnp.clip(t / float(max(int(num_steps), 1)), 0.0, 1.0)
         feats += [frac, 1.0 - frac]
@@ -343,15 +346,3 @@ def take_loss(extra: dict, name: str) -> Array | None:
 def as_extra_args(init_fn, update_fn) -> optax.GradientTransformationExtraArgs:
     """Wrap ``update_fn(grads, state, params, **extra)`` as an optax transform with extra args."""
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def cast_like(tree: Any, like: Any) -> Any:
-    """Cast every leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return jax.tree_util.tree_map(lambda x, y: jnp.asarray(x).astype(jnp.asarray(y).dtype), tree, like)
-
-
-def loss_or_nan(loss: Any) -> Array:
-    """The loss as a float32 scalar (NaN when none was given)."""
-    if loss is None:
-        return jnp.full((), jnp.nan, jnp.float32)
-    return jnp.asarray(loss, jnp.float32).reshape(())

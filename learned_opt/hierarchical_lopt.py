@@ -175,9 +175,9 @@ class HierarchicalLOpt(LearnedOptimizer):
             layout = F.layout_of(params)
             n, k = layout.total, len(self.momentum_decays)
             return HierarchicalLOptState(
-                count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), jnp.float32),
-                second_moment=jnp.zeros((n,), jnp.float32),
-                rnn=jnp.zeros((layout.num_tensors, self.rnn_size), jnp.float32),
+                count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), layout.dtype),
+                second_moment=jnp.zeros((n,), layout.dtype),
+                rnn=jnp.zeros((layout.num_tensors, self.rnn_size), layout.dtype),
                 train_loss=F.init_loss_stats(len(self.loss_decays)),
                 valid_loss=F.init_loss_stats(len(self.loss_decays)))
 
@@ -197,7 +197,7 @@ class HierarchicalLOpt(LearnedOptimizer):
             t = layout.num_tensors
             signals = jnp.concatenate([g[:, None], momenta, p[:, None]], axis=1)
             tstats = tensor_statistics(signals, g, p, layout)
-            tf = F.time_features(state.count, num_steps, self.timescales)
+            tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
             if loss is None:
                 lf, train_stats = jnp.zeros((n_loss,), jnp.float32), state.train_loss
             else:

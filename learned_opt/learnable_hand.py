@@ -20,7 +20,8 @@ The updates are those of optax (``g`` the gradient, ``t`` the 1-based step count
 * SGD: ``u = -lr g``;
 * momentum (heavy ball, optax.sgd(momentum=β)): ``m <- g + β m``, ``u = -lr m``;
 * Adam: ``m <- (1-b1) g + b1 m``, ``v <- (1-b2) g² + b2 v``,
-  ``u = -lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``.
+  ``u = -lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``; the square root is given derivative 0
+  at ``v = 0`` so that θ-gradients stay finite for parameters whose gradient is exactly zero.
 
 Exactness at the initial θ: each hyperparameter ``h`` is evaluated as ``h₀ · exp(θ - θ₀)`` with
 ``θ₀ = float32(log h₀)`` the constructor value, which is the same function of θ as ``exp(θ)``
@@ -28,8 +29,8 @@ Exactness at the initial θ: each hyperparameter ``h`` is evaluated as ``h₀ ·
 formed from the Python double ``1-b₀``. So ``LearnableAdam()`` at ``init(key)`` reproduces
 ``optax.adam(1e-3)`` exactly, and ``LearnableSGD(lr)`` reproduces ``optax.sgd(lr)``.
 
-Computation is in float32; updates are returned in each parameter's dtype, accumulators are
-float32. The optimizer state is a NamedTuple whose ``count`` is an int32 step counter.
+Computation is in float32 (float64 for float64 params); updates are returned in each
+parameter's dtype, accumulators are kept in the computation dtype. The optimizer state is a NamedTuple whose ``count`` is an int32 step counter.
 """
 from __future__ import annotations
 
@@ -79,17 +80,29 @@ def _decay_pair(theta_value: jax.Array, b0: float) -> tuple[jax.Array, jax.Array
     return b0 + one_minus_b0 * (1.0 - r), one_minus_b0 * r
 
 
+def _sqrt0(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` with derivative 0 (instead of ∞) at ``x = 0`` — same values, finite θ-gradients
+    when a parameter's gradient is exactly zero."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
 def _increment(count: jax.Array) -> jax.Array:
     """``count + 1`` saturating at the int32 maximum (as optax does)."""
     return jnp.where(count < jnp.iinfo(jnp.int32).max, count + 1, count).astype(jnp.int32)
 
 
+def _compute_dtype(x: Any) -> Any:
+    """float32, or the leaf's dtype when it is wider (float64 under ``jax.enable_x64``)."""
+    return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
+
+
 def _f32(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(jnp.float32), tree)
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(_compute_dtype(x)), tree)
 
 
 def _zeros32(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), tree)
+    return jax.tree_util.tree_map(lambda x: jnp.zeros(jnp.shape(x), _compute_dtype(x)), tree)
 
 
 def _to_param_dtype(updates: Any, grads: Any) -> Any:
@@ -226,7 +239,7 @@ class LearnableAdam(LearnedOptimizer):
             # optax's own bias correction m / (1 - b^t) (a jitted helper, so results match bit for bit)
             mu_hat = optax.tree.bias_correction(mu, b1, count)
             nu_hat = optax.tree.bias_correction(nu, b2, count)
-            updates = jax.tree_util.tree_map(lambda m, v: -lr * (m / (jnp.sqrt(v) + eps)), mu_hat, nu_hat)
+            updates = jax.tree_util.tree_map(lambda m, v: -lr * (m / (_sqrt0(v) + eps)), mu_hat, nu_hat)
             return _to_param_dtype(updates, grads), AdamState(count=count, mu=mu, nu=nu)
 
         return as_extra_args(init_fn, update_fn)

@@ -17,12 +17,12 @@ log-magnitude ``s``; the update (added to the parameter) is ``u = d · exp(α s)
 ``α = β = 0.001`` so the untrained optimizer takes small, stable steps. With the defaults θ has
 1,890 meta-parameters (``num_meta_params``).
 
-Implementation: all parameter leaves are concatenated into one float32 vector (see
+Implementation: all parameter leaves are concatenated into one float32 vector (float64 if a leaf is float64; see
 :mod:`learned_opt.features`), features are an ``(N, F)`` matrix, the network is one batched matmul
 chain, per-tensor RMS statistics are reductions over static contiguous segments, and updates are
 split back into the params' tree and cast to each leaf's dtype. The time features enter through
 the first layer's bias (they are the same for every row). The optimizer state
-(:class:`MLPLOptState`) keeps the accumulators in that flat float32 layout.
+(:class:`MLPLOptState`) keeps the accumulators in that flat layout.
 """
 from __future__ import annotations
 
@@ -109,8 +109,8 @@ class MLPLOpt(LearnedOptimizer):
         def init_fn(params):
             layout = F.layout_of(params)
             n, k = layout.total, len(self.momentum_decays)
-            return MLPLOptState(count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), jnp.float32),
-                                second_moment=jnp.zeros((n,), jnp.float32))
+            return MLPLOptState(count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), layout.dtype),
+                                second_moment=jnp.zeros((n,), layout.dtype))
 
         def update_fn(grads, state, params=None, **extra):
             del extra  # the loss is not a feature of this architecture
@@ -124,7 +124,7 @@ class MLPLOpt(LearnedOptimizer):
             v = beta_v * state.second_moment + (1.0 - beta_v) * jnp.square(g)
             x = jnp.concatenate([p[:, None], F.gradient_features(g, momenta, v, self.rsqrt_eps)], axis=1)
             x = F.segment_rms_normalize(x, layout)
-            tf = F.time_features(state.count, num_steps, self.timescales)
+            tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
             # time features are the same for every row: fold them into the first layer's bias
             out = F.mlp_apply(theta, x, num_layers, extra_bias=tf @ theta["w0"][n_param:])
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
