@@ -29,9 +29,9 @@ def _csv(path):
         return np.array([[int(v) for v in line.split(",")] for line in f if line.strip()])
 
 
-def _split_indices(n, has_test=False):
-    fake = {"train": {"x": np.zeros(n)}}
-    return loader.partition(fake)
+def _split_indices(n):
+    """The documented split rule applied to a single-split source of ``n`` examples."""
+    return loader.partition({"train": {"x": np.zeros(n)}})
 
 
 # --- TFDS builder round trip ------------------------------------------------------------------
@@ -273,6 +273,10 @@ def test_area_resize_non_integer_factor_matches_supersampling():
     up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
     ref = up.reshape(2, 8, 7, 8, 7, 1).mean(axis=(2, 4))
     np.testing.assert_allclose(resize.resize_images(x, 8, 8), ref, atol=1e-6)
+    # area weights conserve the image mean for any pair of sizes
+    for n_out in (3, 8, 13, 27):
+        np.testing.assert_allclose(resize.resize_images(x, n_out, n_out).mean(axis=(1, 2)),
+                                   x.mean(axis=(1, 2)), atol=1e-6)
 
 
 def test_bilinear_upsampling_matches_jax_image_resize():
@@ -488,6 +492,8 @@ def test_dataset_names():
 def test_clear_errors(data_dir, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no_such_dataset"):
         load_image_dataset("no_such_dataset", data_dir=data_dir)
+    with pytest.raises(ValueError, match="built-in datasets are"):
+        load_image_dataset("no such dataset", data_dir=data_dir)
     with pytest.raises(ValueError, match="unknown text dataset"):
         load_text_dataset("no_such_corpus", data_dir=data_dir)
     with pytest.raises(ValueError, match="load_text_dataset"):

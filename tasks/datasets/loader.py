@@ -82,7 +82,11 @@ def _read_dataset(name: str, data_dir: str) -> tuple:
                 src.check_available(name)  # before TFDS creates any directory
                 path = builders.prepare_source(name, data_dir)
     else:
-        path = reader.find_prepared(data_dir, name)
+        try:
+            path = reader.find_prepared(data_dir, name)
+        except ValueError as e:
+            raise ValueError(f"unknown dataset {name!r}: {e}; built-in datasets are "
+                             f"{list(IMAGE_DATASETS + TEXT_DATASETS)}") from e
         if path is None:
             raise ValueError(
                 f"unknown dataset {name!r}: not a built-in dataset "
