@@ -2,10 +2,11 @@
 
 Split membership is a fixed function of the data (never of the user's seed):
 
-* a source ``test`` split is kept as ``test``; without one, ``TEST_FRACTION`` of the examples
-  (chosen by a permutation drawn from ``np.random.default_rng(SPLIT_SEED)``) become ``test``;
-* of the remaining pool, ``VALID_FRACTION`` each go to ``inner_valid`` and ``outer_valid``
-  (again by the fixed permutation), the rest to ``train``.
+* a source ``test`` split is kept as ``test``; without one, ``floor(TEST_FRACTION * n)`` of the
+  examples, chosen by the permutation ``np.random.default_rng([SPLIT_SEED, 0, n])``, become
+  ``test``;
+* of the remaining pool of ``m``, ``floor(VALID_FRACTION * m)`` each go to ``inner_valid`` and
+  ``outer_valid`` (permutation ``default_rng([SPLIT_SEED, 1, m])``), the rest to ``train``.
 
 Examples carrying an ``index`` feature are first sorted by it, so the storage order chosen by
 TFDS does not matter. The user ``seed`` only sets the batch order: split ``j`` (train,
@@ -253,7 +254,7 @@ def load_text_dataset(name: str = "python_docs", *, seq_len: int = 32, batch_siz
 
     Batches are ``{"tokens": int32 [B, seq_len + 1]}`` (inputs ``tokens[:, :-1]``, targets
     ``tokens[:, 1:]``), windows of stride ``seq_len`` inside 2048-character blocks; whole blocks
-    are assigned to splits (10% test, 5% + 5% validation). The returned object has
+    are assigned to splits (10% test, then 5% of the rest each to inner_valid and outer_valid). The returned object has
     ``vocab_size`` (see :mod:`tasks.datasets.text` for the vocabulary) and ``seq_len``.
     """
     if name not in TEXT_DATASETS:
