@@ -33,7 +33,7 @@ NaN / inf policy (``options["nan_policy"]``)
     value or gradient is not finite.
 
 Bounds
-    ``bounds=(lb, ub)`` (or a ``scipy.optimize.Bounds`` whose ``lb``/``ub`` are such trees), or
+    ``bounds=(lb, ub)`` (or a ``scipy.optimize.Bounds`` over the packed vector), or
     ``lb_dict=``/``ub_dict=``: trees matching x0 whose leaves may be arrays of the leaf's shape,
     scalars (broadcast), ``None`` or ±inf (unbounded); a single scalar/None applies to every
     leaf. ``lb > ub`` → ValueError. A method that cannot handle bounds → ValueError (scipy itself
@@ -380,6 +380,34 @@ class _Objective:
         self._record(x, f, g, ok)
         return f, g
 
+    def gradient_at(self, x: np.ndarray) -> np.ndarray:
+        """∇f at x for the result: the stored gradient of the best point if x is that point,
+        else one extra evaluation (not counted in nfev/njev, not recorded in the history)."""
+        if self.best_x is not None and self.best_g is not None and np.array_equal(x, self.best_x):
+            return self.best_g
+        counts, hist = (self.nfev, self.njev), (list(self.fun_history), list(self.time_history))
+        best = (self.best_f, self.best_x, self.best_g)
+        policy, self.nan_policy = self.nan_policy, "propagate"
+        try:
+            _, g = self.value_and_grad(x)
+        finally:
+            self.nan_policy = policy
+            (self.nfev, self.njev), (self.fun_history, self.time_history) = counts, hist
+            self.best_f, self.best_x, self.best_g = best
+        return g
+
+    def value_at(self, x: np.ndarray) -> float:
+        """f(x) for reporting (callbacks): not counted, not recorded, no NaN policy."""
+        counts, hist = (self.nfev, self.njev), (list(self.fun_history), list(self.time_history))
+        best = (self.best_f, self.best_x, self.best_g)
+        policy, self.nan_policy = self.nan_policy, "propagate"
+        try:
+            return float(np.real(self.value(x)))
+        finally:
+            self.nan_policy = policy
+            (self.nfev, self.njev), (self.fun_history, self.time_history) = counts, hist
+            self.best_f, self.best_x, self.best_g = best
+
     def grad(self, x: np.ndarray) -> np.ndarray:
         """∇f alone (for consumers that call f and ∇f separately): memoized on the last x."""
         if self._memo is not None and np.array_equal(self._memo_x, x):
@@ -462,8 +490,16 @@ def _bounds(spec: PackSpec, bounds: Any, lb_dict: Any, ub_dict: Any):
     if bounds is not None and (lb_dict is not None or ub_dict is not None):
         raise ValueError("pass either bounds=(lb, ub) or lb_dict=/ub_dict=, not both")
     if bounds is not None:
-        if isinstance(bounds, sopt.Bounds):
-            lb_t, ub_t = bounds.lb, bounds.ub
+        if isinstance(bounds, sopt.Bounds):  # flat bounds in pack order (or scalars)
+            out = []
+            for side, v in (("lb", bounds.lb), ("ub", bounds.ub)):
+                try:
+                    out.append(np.broadcast_to(np.asarray(v, dtype=np.float64), (spec.size,)).copy())
+                except (ValueError, TypeError):
+                    raise ValueError(f"scipy.optimize.Bounds {side} must be a scalar or a flat vector of "
+                                     f"length {spec.size} in pack order; got shape {np.shape(v)}. "
+                                     "Pass bounds=(lb_tree, ub_tree) for trees.") from None
+            lb_t, ub_t = spec.unpack(out[0]), spec.unpack(out[1])
         elif isinstance(bounds, (tuple, list)) and len(bounds) == 2:
             lb_t, ub_t = bounds
         else:
@@ -533,9 +569,13 @@ def _callback_form(callback: Callable) -> str:
     return "result" if "intermediate_result" in params else "x"
 
 
-def _call_user_callback(callback, form: str, spec: PackSpec, x: np.ndarray, f: float | None, nit: int) -> bool:
-    """Call the user's callback with a dict; True if it asks to stop (returns True / StopIteration)."""
+def _call_user_callback(callback, form: str, spec: PackSpec, x: np.ndarray, f: float | None, nit: int,
+                        value_at: Callable | None = None) -> bool:
+    """Call the user's callback with a dict; True if it asks to stop (returns True / StopIteration).
+    ``value_at(x)`` supplies f for the intermediate_result form when the method did not report it."""
     xd = spec.unpack(x)
+    if f is None and form == "result" and value_at is not None:
+        f = value_at(np.asarray(x, dtype=np.float64))
     try:
         if form == "result":
             ret = callback(intermediate_result=OptimizeResult(x=xd, fun=f, nit=nit))
@@ -648,10 +688,9 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
             hess_arg = None
 
     scipy_bounds = None
-    if obj.lb is not None:
+    if obj.lb is not None:  # start inside the box (the objective is only evaluated there anyway)
         scipy_bounds = sopt.Bounds(obj.lb, obj.ub, keep_feasible=(meth == "trust-constr"))
-        if meth == "trust-constr":
-            x0vec = np.clip(x0vec, obj.lb, obj.ub)
+        x0vec = np.clip(x0vec, obj.lb, obj.ub)
 
     cb = None
     if callback is not None:
@@ -660,7 +699,7 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
 
         def _handle(xk, fk):
             counter[0] += 1
-            if _call_user_callback(callback, form, spec, xk, fk, counter[0]):
+            if _call_user_callback(callback, form, spec, xk, fk, counter[0], obj.value_at):
                 raise _Stop(np.array(xk, dtype=np.float64), fk, counter[0])
 
         if meth == "tnc":
@@ -682,9 +721,10 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
         return _nonfinite_result(obj, spec, x0vec, err.message, nit=0)
 
     xvec = obj._clip(np.asarray(r.x, dtype=np.float64))
-    gvec = r.get("grad") if meth == "trust-constr" else r.get("jac")
-    if gvec is not None and np.shape(gvec) != (spec.size,):
-        gvec = None
+    gvec = None
+    if meth not in _GRAD_FREE and not isinstance(jac, str) and jac is not False:
+        # scipy's own res.jac can be stale (Newton-CG, SLSQP report an earlier gradient)
+        gvec = obj.gradient_at(xvec)
     res = OptimizeResult({k: v for k, v in r.items() if k not in ("x", "jac", "grad", "fun")})
     res.x = spec.unpack(xvec)
     res.fun = float(np.asarray(r.fun).real)
@@ -724,6 +764,14 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
                              f"at {', '.join(bad)}")
     form = _callback_form(callback) if callback is not None else None
     counter = [0]
+    stopped = [False]
+
+    def ask(x, f):  # the user's callback; remembers a stop request
+        counter[0] += 1
+        stop = _call_user_callback(callback, form, spec, x, f, counter[0], obj.value_at)
+        stopped[0] = stopped[0] or stop
+        return stop
+
     kw = dict(options)
     try:
         if meth == "basinhopping":
@@ -748,8 +796,7 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
             cb = None
             if callback is not None:
                 def cb(x, f, accept):
-                    counter[0] += 1
-                    return _call_user_callback(callback, form, spec, x, float(f), counter[0])
+                    return ask(x, float(f))
             r = fn(func, x0vec, minimizer_kwargs=mk, callback=cb, **kw)
             lowest = r.get("lowest_optimization_result")
             gvec = lowest.get("jac") if lowest is not None else None
@@ -771,18 +818,14 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
             if callback is not None:
                 if meth == "dual_annealing":
                     def cb(x, f, context):
-                        counter[0] += 1
-                        return _call_user_callback(callback, form, spec, x, float(f), counter[0])
+                        return ask(x, float(f))
                 elif meth == "differential_evolution":
                     def cb(intermediate_result):
-                        counter[0] += 1
-                        if _call_user_callback(callback, form, spec, intermediate_result.x,
-                                               float(intermediate_result.fun), counter[0]):
+                        if ask(intermediate_result.x, float(intermediate_result.fun)):
                             raise StopIteration
                 else:
                     def cb(xk):
-                        counter[0] += 1
-                        if _call_user_callback(callback, form, spec, xk, None, counter[0]):
+                        if ask(xk, None):
                             raise _Stop(np.array(xk, dtype=np.float64), None, counter[0])
                 extra["callback"] = cb
             kw.update(extra)
@@ -810,10 +853,7 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
     res.message = "; ".join(map(str, msg)) if isinstance(msg, (list, tuple)) else str(msg)
     res.success = success
     res.status = int(r.get("status", 0 if success else 1))
-    if counter[0] and callback is not None and meth in ("basinhopping", "dual_annealing") and \
-            "callback" in res.message.lower():
-        res.status = STATUS_CALLBACK
-    if meth == "differential_evolution" and "StopIteration" in res.message:
+    if stopped[0]:  # the user's callback ended the run (basinhopping reports that as a success)
         res.status = STATUS_CALLBACK
         res.success = False
     res.nit = int(r.get("nit", counter[0]) or 0)

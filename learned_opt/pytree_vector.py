@@ -174,7 +174,8 @@ def _leaf_info(path: tuple, leaf: Any):
                         "expected a NumPy/JAX floating-point array")
     dtype = np.dtype(leaf.dtype) if kind != PYFLOAT else np.dtype(np.float64)
     if not jnp.issubdtype(dtype, jnp.floating):
-        what = "complex" if jnp.issubdtype(dtype, jnp.complexfloating) else dtype.name
+        what = ("complex" if dtype.kind == "c" else "boolean" if dtype.kind == "b"
+                else "integer" if dtype.kind in "iu" else "not floating point")
         raise TypeError(f"x0 leaf at {keystr(path)} has dtype {dtype.name} ({what}); only real "
                         "floating-point leaves (float16, bfloat16, float32, float64) can be optimized")
     shape = tuple(int(s) for s in np.shape(leaf))
