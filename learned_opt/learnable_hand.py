@@ -24,8 +24,8 @@ The updates are those of optax (``g`` the gradient, ``t`` the 1-based step count
   at ``v = 0`` so that θ-gradients stay finite for parameters whose gradient is exactly zero.
 
 Exactness at the initial θ: each hyperparameter ``h`` is evaluated as ``h₀ · exp(θ - θ₀)`` with
-``θ₀ = float32(log h₀)`` the constructor value, which is the same function of θ as ``exp(θ)``
-(up to rounding) but equals ``h₀`` *bit for bit* at ``θ = θ₀``; likewise ``1-b`` and ``b`` are
+``θ₀ = float32(log h₀)`` the constructor value — the same function of θ as ``exp(θ)`` up to the
+float32 rounding of ``log h₀`` (a relative 1e-8), but equal to ``h₀`` *bit for bit* at ``θ = θ₀``; likewise ``1-b`` and ``b`` are
 formed from the Python double ``1-b₀``. So ``LearnableAdam()`` at ``init(key)`` reproduces
 ``optax.adam(1e-3)`` exactly, and ``LearnableSGD(lr)`` reproduces ``optax.sgd(lr)``.
 
@@ -68,15 +68,21 @@ def _decay(name: str, value: Any) -> float:
     return value
 
 
+def _theta_float(x: jax.Array) -> jax.Array:
+    """A θ entry as float32 (or float64 when it is float64)."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _scaled(theta_value: jax.Array, h0: float) -> jax.Array:
     """``h₀ · exp(θ - float32(log h₀))`` — equals ``exp(θ)``, exactly ``h₀`` at the initial θ."""
-    return h0 * jnp.exp(jnp.asarray(theta_value, jnp.float32) - _log32(h0))
+    return h0 * jnp.exp(_theta_float(theta_value) - _log32(h0))
 
 
 def _decay_pair(theta_value: jax.Array, b0: float) -> tuple[jax.Array, jax.Array]:
     """``(b, 1-b)`` from ``θ = log(1-b)``; exactly ``(b₀, 1-b₀)`` at the initial θ."""
     one_minus_b0 = 1.0 - b0
-    r = jnp.exp(jnp.asarray(theta_value, jnp.float32) - _log32(one_minus_b0))
+    r = jnp.exp(_theta_float(theta_value) - _log32(one_minus_b0))
     return b0 + one_minus_b0 * (1.0 - r), one_minus_b0 * r
 
 
