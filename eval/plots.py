@@ -70,7 +70,7 @@ def _step_interp(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
 def curve_figure_size(num_tasks: int) -> tuple[int, int]:
     """Pixel size ``(width, height)`` of :func:`plot_curves`' figure."""
     rows, cols = _grid_shape(num_tasks)
-    return int(round(cols * PANEL_W * DPI)), int(round((rows * PANEL_H + 0.6) * DPI))
+    return int(round(cols * PANEL_W * DPI)), int(round((rows * PANEL_H + 0.9) * DPI))
 
 
 def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
@@ -134,7 +134,8 @@ def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
                 handles.append(hd)
                 labels.append(lb)
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=1 - 0.45 / (h / DPI), hspace=0.45, wspace=0.3)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.5 / (h / DPI), top=1 - 0.45 / (h / DPI),
+                        hspace=0.55, wspace=0.3)
     return _save(fig, path)
 
 
@@ -170,7 +171,8 @@ def plot_final(results: dict, path: str) -> str:
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels([t["name"].split("/")[-1] for t in tasks], rotation=40, ha="right", fontsize=6)
     ax.axhline(0.0, color="0.5", lw=0.6)
-    ax.set_ylabel("final normalized loss (0 = best baseline, 1 = init)", fontsize=7)
+    ax.set_ylabel("final normalized loss", fontsize=8)
+    ax.set_title("per task: mean over seeds, 95% CI (0 = best baseline, 1 = initial loss)", fontsize=8)
     ax.set_ylim(-0.5, 2.05)
     ax.legend(fontsize=6, ncol=2)
     data, labels = [], []
@@ -184,7 +186,7 @@ def plot_final(results: dict, path: str) -> str:
     bx.tick_params(axis="x", labelsize=6, rotation=40)
     bx.set_title("all runs", fontsize=8)
     bx.axhline(0.0, color="0.5", lw=0.6)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.28, top=0.93, wspace=0.2)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.22, top=0.92, wspace=0.2)
     return _save(fig, path)
 
 

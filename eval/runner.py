@@ -42,6 +42,7 @@ from eval.methods import FirstOrderMethod, ScipyMethod, as_method
 EVAL_KEY_SEED = 2**31 - 1  # fixed key of every evaluation loss (as in tasksets' baseline sweep)
 EVAL_EXAMPLES = 512
 EVAL_SUBSET_SEED = 12345
+_STATUS_CALLBACK = 99  # learned_opt.minimize: stopped by the callback
 
 
 # ------------------------------------------------------------------------------------------------
@@ -421,6 +422,7 @@ def run_scipy(setup: TaskSetup, method: ScipyMethod, seeds: Sequence[int]) -> Me
                "test": [te(params0)], "time": [0.0]}
         stop_on_budget = method.method != "L-BFGS-B"  # L-BFGS-B enforces maxfun itself
         start = time.perf_counter()
+        stop_cost = [0]
 
         def callback(x):
             rec["steps"].append(rec["steps"][-1] + 1)
@@ -429,6 +431,7 @@ def run_scipy(setup: TaskSetup, method: ScipyMethod, seeds: Sequence[int]) -> Me
             rec["loss"].append(ev(xp))
             rec["test"].append(te(xp))
             rec["time"].append(time.perf_counter() - start)
+            stop_cost[0] = obj.cost
             return bool(stop_on_budget and obj.cost >= budget)
 
         kwargs = {"hessp": obj.hessp} if method.uses_hessp else {}
@@ -436,17 +439,25 @@ def run_scipy(setup: TaskSetup, method: ScipyMethod, seeds: Sequence[int]) -> Me
         try:
             res = minimize(obj, params0, method=method.method, jac=True, callback=callback,
                            options=scipy_options(method, budget), **kwargs)
-            info.update(nit=int(getattr(res, "nit", rec["steps"][-1]) or 0), nfev=obj.nfev,
-                        nhev=obj.nhev, success=bool(res.success), message=str(res.message))
+            stopped = int(getattr(res, "status", 0)) == _STATUS_CALLBACK
+            # what the method itself used: minimize may evaluate once more after scipy returns
+            # (a fresh gradient for res.jac); an early stop happened at the last callback
+            nfev = stop_cost[0] if stopped else int(res.nfev) + int(getattr(res, "nhev", 0) or 0)
+            info.update(nit=int(getattr(res, "nit", 0) or 0), nfev=int(res.nfev) if not stopped else obj.nfev,
+                        nhev=int(getattr(res, "nhev", 0) or 0) if not stopped else obj.nhev,
+                        cost=nfev, success=bool(res.success), message=str(res.message))
             xf = obj.cast(res.x)
             final = ev(xf)
-            if obj.cost > rec["x"][-1] or final != rec["loss"][-1]:
-                # evaluations after the last completed iteration (a failed line search, a stop)
+            if nfev > rec["x"][-1]:
+                # evaluations after the last completed iteration (e.g. a failed line search)
                 rec["steps"].append(rec["steps"][-1] + (0 if final == rec["loss"][-1] else 1))
-                rec["x"].append(float(obj.cost))
+                rec["x"].append(float(nfev))
                 rec["loss"].append(final)
                 rec["test"].append(te(xf))
                 rec["time"].append(time.perf_counter() - start)
+            elif final != rec["loss"][-1]:  # res.x is the truth about where the method ended
+                rec["loss"][-1] = final
+                rec["test"][-1] = te(xf)
             info["fun"] = float(res.fun)
         except Exception as e:  # a crashed run is recorded as a failure, never silently dropped
             info.update(error=f"{type(e).__name__}: {e}", nfev=obj.nfev, nhev=obj.nhev, success=False)

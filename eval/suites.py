@@ -7,7 +7,7 @@ constructor path and keyword arguments. The suite's ``version`` changes whenever
 does; resolved suites record every task's ``task_id`` (or constructor config) in the results.
 
 =================  =============================================================================
-``smoke``          two tiny tasks (a quadratic, full-batch softmax regression on 8x8 digits),
+``smoke``          two tiny tasks (a quadratic, full-batch logistic regression on synthetic data),
                    40 steps, 2 seeds, Adam sweep + L-BFGS-B: for tests
 ``indist``         8 held-out tasks of the training families (unseen seeds), meta-training horizon
 ``ood``            8 tasks: 2 each of ``ood_family``, ``ood_size``, ``ood_dataset``, ``ood_horizon``
@@ -182,14 +182,13 @@ def _interleave(tasks: list[SuiteTask]) -> list[SuiteTask]:
 
 
 _F2D = "tasks.functions2d:Function2DTask"
-_DIGITS_LINEAR = dict(dataset="digits", hidden_sizes=[], full_batch=True, name="digits_softmax_fullbatch")
 
 SUITES: dict[str, Suite] = {s.name: s for s in [
-    Suite("smoke", 1, "two tiny tasks for tests: a 10-d quadratic and full-batch softmax regression "
-          "on 8x8 digits, 40 steps",
+    Suite("smoke", 1, "two tiny tasks for tests: a 10-d quadratic and full-batch logistic regression "
+          "(512 synthetic examples, 16 features, 3 classes), 40 steps",
           entries=(_fixed("tasks.quadratic:QuadraticTask", 40, name="quadratic10", dim=10,
                           condition_number=20.0),
-                   _fixed("tasks.image_mlp:ImageMLPTask", 40, **_DIGITS_LINEAR)),
+                   _fixed("tasks.regression:LogisticRegressionTask", 40, name="logreg16")),
           seeds=2, baselines=("adam", "L-BFGS-B"), eval_points=10),
     Suite("indist", 1, "held-out seeds of the meta-training families, meta-training horizon",
           entries=(FromTaskset("heldout", per_family=3, limit=8),), seeds=3),

@@ -1,0 +1,163 @@
+"""The evaluation runner against independent computations: scipy by hand, minimize(optax), an
+unvectorized Python training loop."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+from eval import baselines
+from eval.methods import as_method, optax_method
+from eval.runner import EVAL_KEY_SEED, init_params, prepare_task, run_method
+
+
+def _flatten(tree, like=None):
+    """Leaves of a nested dict in the insertion order of ``like`` (default: ``tree`` itself) --
+    what learned_opt.minimize packs. (jax.grad returns dicts with sorted keys, so gradients must
+    be read in the parameters' order.)"""
+    like = tree if like is None else like
+    if isinstance(like, dict):
+        out = []
+        for k, v in like.items():
+            out.extend(_flatten(tree[k], v))
+        return out
+    return [tree]
+
+
+def _unflatten(like, vec):
+    pos = [0]
+
+    def build(node):
+        if isinstance(node, dict):
+            return {k: build(v) for k, v in node.items()}
+        n = int(np.size(node))
+        part = vec[pos[0]:pos[0] + n].reshape(np.shape(node))
+        pos[0] += n
+        return jnp.asarray(part, jnp.asarray(node).dtype)
+
+    return build(like)
+
+
+@pytest.fixture(scope="module")
+def logreg():
+    from tasks.regression import LogisticRegressionTask
+    return LogisticRegressionTask(num_examples=256, dim=8, num_classes=3)
+
+
+def test_lbfgs_equals_scipy_on_packed_vector(logreg):
+    budget = 80
+    run = run_method(logreg, "L-BFGS-B", budget, seeds=[0])
+    curve = run.selected[0]
+
+    params0 = init_params(logreg, 0)
+    full = logreg.datasets.train.full()
+    key = jax.random.PRNGKey(EVAL_KEY_SEED)
+    vg = jax.jit(jax.value_and_grad(lambda p: logreg.loss(p, key, full)))
+
+    def fun(z):
+        v, g = vg(_unflatten(params0, z))
+        return float(v), np.concatenate([np.asarray(a, np.float64).ravel() for a in _flatten(g, params0)])
+
+    x0 = np.concatenate([np.asarray(a, np.float64).ravel() for a in _flatten(params0)])
+    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                  options={"maxiter": budget, "maxfun": budget})
+    assert curve.info["nfev"] == res.nfev
+    assert curve.info["nit"] == res.nit
+    # full-batch task: the evaluation objective is the training objective
+    assert curve.final_loss == pytest.approx(res.fun, rel=1e-6, abs=1e-7)
+    assert curve.x[-1] == res.nfev
+    assert np.all(np.diff(curve.x) > 0)
+    # L-BFGS-B descends: every recorded iterate is no worse than the start
+    assert np.all(curve.loss <= curve.loss[0] + 1e-6)
+
+
+def test_first_order_scan_equals_minimize_with_optax(logreg):
+    """The runner's jitted scan takes exactly the steps learned_opt.minimize(method=optax) takes."""
+    from learned_opt import minimize
+
+    T = 25
+    run = run_method(logreg, optax_method(optax.adam(0.05), name="adam0.05"), T, seeds=[1])
+    curve = run.selected[0]
+    full = logreg.datasets.train.full()
+    key = jax.random.PRNGKey(EVAL_KEY_SEED)
+    # full-batch task: every step uses the whole training split; evaluation every step
+    assert list(curve.steps) == list(range(T + 1))
+
+    res = minimize(lambda p: logreg.loss(p, key, full), init_params(logreg, 1), method=optax.adam(0.05),
+                   options={"maxiter": T})
+    np.testing.assert_allclose(curve.loss, res.loss_history, rtol=2e-5, atol=1e-6)
+
+
+def test_minibatch_sweep_matches_unvectorized_loop():
+    """A vmapped learning-rate sweep on a minibatch task equals plain Python loops with optax."""
+    from tasks.regression import LogisticRegressionTask
+
+    task = LogisticRegressionTask(num_examples=300, dim=6, num_classes=3, batch_size=32)
+    assert not task.full_batch
+    T, lrs = 12, (0.01, 0.3)
+    run = run_method(task, baselines.adam_sweep(lrs), T, seeds=[3])
+    setup = prepare_task(task, T)
+
+    arrays = {k: np.asarray(v) for k, v in task.datasets.train.arrays.items()}
+    n = len(next(iter(arrays.values())))
+    key = jax.random.PRNGKey(EVAL_KEY_SEED)
+    vg = jax.jit(jax.value_and_grad(task.loss))
+    draw = jax.jit(lambda k, t: jax.random.split(jax.random.fold_in(k, t)))
+    randint = jax.jit(lambda k: jax.random.randint(k, (32,), 0, n))
+    for g, lr in enumerate(lrs):
+        k_init, k_run = jax.random.split(jax.random.PRNGKey(3))
+        p = task.init(k_init)
+        opt = optax.adam(lr)
+        s = opt.init(p)
+        update = jax.jit(opt.update)
+        blosses = []
+        for t in range(T):
+            kb, kl = draw(k_run, t)
+            idx = np.asarray(randint(kb))
+            batch = {k: a[idx] for k, a in arrays.items()}
+            loss, grads = vg(p, kl, batch)
+            blosses.append(float(loss))
+            u, s = update(grads, s, p)
+            p = optax.apply_updates(p, u)
+        c = run.curves[g][0]
+        np.testing.assert_allclose(c.batch_loss, blosses, rtol=1e-4, atol=1e-6)
+        final_eval = float(task.loss(p, key, setup.eval_batch))
+        assert c.final_loss == pytest.approx(final_eval, rel=1e-4)
+    finals = [run.curves[g][0].final_loss for g in range(len(lrs))]
+    assert run.chosen == int(np.argmin(finals))
+    assert run.hparams == {"learning_rate": lrs[run.chosen]}
+
+
+def test_classical_methods_respect_budget_and_skip_rules():
+    from tasks.quadratic import QuadraticTask
+
+    q = QuadraticTask(dim=6, condition_number=50.0)
+    T = 30
+    setup = prepare_task(q, T)
+    for name in ("CG", "BFGS", "trust-ncg"):
+        r = run_method(q, name, T, seeds=[0, 1], setup=setup)
+        assert r.skipped is None
+        for c in r.selected:
+            assert c.x[-1] <= T
+            assert np.isfinite(c.final_loss) and c.final_loss < c.initial_loss
+    # trust-ncg pays for Hessian-vector products
+    tr = run_method(q, "trust-ncg", T, seeds=[0], setup=setup).selected[0]
+    assert tr.info["nhev"] > 0
+    from tasks.regression import LogisticRegressionTask
+    mb = LogisticRegressionTask(num_examples=64, dim=4, batch_size=16)
+    assert run_method(mb, "CG", 5, seeds=[0]).skipped
+
+
+def test_bad_inputs_are_rejected():
+    from tasks.quadratic import QuadraticTask
+
+    q = QuadraticTask(dim=3)
+    with pytest.raises(ValueError, match="num_steps"):
+        prepare_task(q, 0)
+    with pytest.raises(ValueError, match="unknown method"):
+        as_method("adamw-nope")
+    with pytest.raises(TypeError):
+        as_method(3.0)
+    with pytest.raises(ValueError, match="seeds"):
+        run_method(q, "adam", 5, seeds=[])
