@@ -12,13 +12,20 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from tasksets.ids import canonical_json, to_json_value
-from tasksets.samplers.image import MLP_FAMILY
+from tasksets.samplers.image import CONV_FAMILY, MLP_AE_FAMILY, MLP_FAMILY, MLP_VAE_FAMILY
 from tasksets.samplers.quadratic import QUADRATIC_FAMILY
+from tasksets.samplers.synthetic import SYNTHETIC_FAMILY
+from tasksets.samplers.text import CHAR_RNN_LM_FAMILY
 from tasksets.spec import FamilySpec
 
 _ALL: tuple[FamilySpec, ...] = (
     MLP_FAMILY,
+    CONV_FAMILY,
+    MLP_AE_FAMILY,
+    MLP_VAE_FAMILY,
     QUADRATIC_FAMILY,
+    SYNTHETIC_FAMILY,
+    CHAR_RNN_LM_FAMILY,
 )
 FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({f.name: f for f in _ALL})
 
@@ -74,10 +81,10 @@ def shape_signature(cfg: Mapping[str, Any]) -> str:
     if not isinstance(cfg, Mapping) or "family" not in cfg:
         raise ValueError("shape_signature: cfg must be a dict with a 'family' key")
     spec = get_family(cfg["family"])
-    missing = [k for k in spec.shape_keys if k not in cfg]
+    missing = [k for k in spec.keys if k not in cfg]
     if missing:
         raise ValueError(f"shape_signature: {spec.name} cfg is missing key(s) {missing}")
-    text = canonical_json({k: cfg[k] for k in spec.shape_keys})
+    text = canonical_json(spec.shape_part(cfg))
     return f"{spec.name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

@@ -10,13 +10,14 @@ A family is a pair of pure functions over JSON cfgs:
 
 ``shape_keys`` are the cfg entries that decide the shapes of the parameters and batches; the
 other entries (activation, initializer, seeds, scales, ...) change values only, so cfgs equal on
-``shape_keys`` can share one vmapped computation (see :func:`tasksets.shape_signature`).
+``shape_keys`` can share one vmapped computation (see :func:`tasksets.shape_signature`).  A
+family whose shapes depend on nested entries gives ``shape_fn(cfg) -> JSON value`` instead.
 """
 from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -32,6 +33,13 @@ class FamilySpec:
     shape_keys: tuple[str, ...]
     default_space: Mapping[str, Any]
     description: str = ""
+    shape_fn: Optional[Callable[[dict], Any]] = None
+
+    def shape_part(self, cfg: Mapping[str, Any]) -> Any:
+        """The part of ``cfg`` that determines parameter and batch shapes."""
+        if self.shape_fn is not None:
+            return self.shape_fn(dict(cfg))
+        return {k: cfg[k] for k in self.shape_keys}
 
     def __post_init__(self):
         object.__setattr__(self, "default_space", MappingProxyType(dict(self.default_space)))

@@ -18,12 +18,13 @@ REQUIRED_FAMILIES = ["mlp_family", "conv_family", "mlp_ae_family", "mlp_vae_fami
 ALL_FAMILIES = tasksets.families()
 
 
-def first_loss(cfg: dict) -> float:
-    """Loss of a freshly built task at init(PRNGKey(0)) on its first training batch."""
+def first_loss_and_grad(cfg: dict):
+    """Loss and gradient of a freshly built task at init(PRNGKey(0)) on its first training batch."""
     task = tasksets.build_task(cfg)
     params = task.init(jax.random.PRNGKey(0))
     batch = None if task.datasets is None else next(iter(task.datasets.train))
-    return float(task.loss(params, jax.random.PRNGKey(1), batch))
+    loss, grads = jax.jit(jax.value_and_grad(task.loss))(params, jax.random.PRNGKey(1), batch)
+    return float(loss), grads
 
 
 # ----------------------------------------------------------------------------------------------
@@ -57,25 +58,16 @@ def test_different_seeds_give_different_cfgs(family):
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_build_first_loss_finite_deterministic_and_seed_dependent(family):
     cfg0 = tasksets.sample_config(family, 0)
-    cfg1 = tasksets.sample_config(family, 1)
-    l0 = first_loss(cfg0)
+    l0, grads = first_loss_and_grad(cfg0)
     assert math.isfinite(l0)
-    # a second, independent build from a JSON copy reproduces the loss exactly
-    assert first_loss(json.loads(json.dumps(cfg0))) == l0
-    l1 = first_loss(cfg1)
-    assert math.isfinite(l1)
-    assert l1 != l0
-
-
-@pytest.mark.parametrize("family", ALL_FAMILIES)
-def test_gradient_is_finite_at_init(family):
-    task = tasksets.build_task(tasksets.sample_config(family, 3))
-    params = task.init(jax.random.PRNGKey(0))
-    batch = None if task.datasets is None else next(iter(task.datasets.train))
-    grads = jax.grad(task.loss)(params, jax.random.PRNGKey(1), batch)
     leaves = jax.tree_util.tree_leaves(grads)
     assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert any(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+    # a second, independent build from a JSON copy reproduces the loss exactly
+    assert first_loss_and_grad(json.loads(json.dumps(cfg0)))[0] == l0
+    l1 = first_loss_and_grad(tasksets.sample_config(family, 1))[0]
+    assert math.isfinite(l1)
+    assert l1 != l0
 
 
 def test_sample_config_space_overrides():
@@ -142,10 +134,12 @@ def test_equal_shape_signature_means_equal_shapes():
     cfgs = [tasksets.sample_config("mlp_family", s, datasets=["digits_8x8"], num_layers=[1, 1],
                                    width=[16, 17], batch_sizes=[32]) for s in range(10)]
     cfgs += [tasksets.sample_config("quadratic_family", s, dim=[3, 4]) for s in range(6)]
+    cfgs += [tasksets.sample_config("synthetic_family", s, problems=["bowl", "rosenbrock"])
+             for s in range(8)]
     groups = tasksets.group_by_shape(cfgs)
     assert sum(len(g) for g in groups.values()) == len(cfgs)
     multi = [g for g in groups.values() if len(g) > 1]
-    assert len(multi) >= 3
+    assert len(multi) >= 4
     for group in multi:
         assert len({tasksets.task_id(c) for c in group}) == len(group)  # distinct tasks
         ref = _shapes(group[0])

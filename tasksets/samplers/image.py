@@ -131,3 +131,141 @@ MLP_FAMILY = FamilySpec(
     default_space=MLP_SPACE,
     description="MLP classifiers: dataset, depth, widths, activation, init, layer norm, dropout, "
                 "L2, batch size")
+
+# ----------------------------------------------------------------------------------------------
+# conv_family (TaskSet's conv-pooling / conv-fc families)
+
+CONV_KEYS = ("dataset", "image_size", "channels", "strides", "padding", "pooling", "head",
+             "activation", "w_init", "use_bias", "l2", "batch_size", "center", "data_seed")
+CONV_SPACE = {
+    **_COMMON_SPACE,
+    "datasets": ["digits_8x8", "digits_16x16"],
+    "num_layers": [1, 3],
+    "channels": [4, 24],
+    "batch_sizes": [16, 32, 64],
+    "l2_prob": 0.25,
+    "l2": [1e-5, 1e-2],
+}
+STRIDE_PATTERNS = {"all_one": (1,), "all_two": (2,), "one_two": (1, 2), "two_one": (2, 1)}
+
+
+def sample_conv(rng: np.random.Generator, space: Mapping[str, Any]) -> dict:
+    cfg = _sample_dataset(rng, space)
+    n_layers = S.uniform_int(rng, *space["num_layers"])
+    cfg["channels"] = [S.log_int(rng, *space["channels"]) for _ in range(n_layers)]
+    pattern = STRIDE_PATTERNS[S.choice(rng, list(STRIDE_PATTERNS))]
+    cfg["strides"] = [pattern[i % len(pattern)] for i in range(n_layers)]
+    cfg["padding"] = S.choice(rng, ["SAME", "VALID"])
+    cfg["pooling"] = S.choice(rng, ["none", "max", "avg"])
+    cfg["head"] = S.choice(rng, ["mean", "max", "squared_mean", "fc"])
+    cfg.update(_sample_common(rng, space))
+    cfg["use_bias"] = S.bernoulli(rng, 0.85)
+    use_l2 = S.bernoulli(rng, space["l2_prob"])
+    l2 = S.log_uniform(rng, *space["l2"])
+    cfg["l2"] = l2 if use_l2 else 0.0
+    return cfg
+
+
+def build_conv(cfg: dict):
+    from tasks.conv import ConvTask
+
+    return ConvTask(dataset=cfg["dataset"], image_size=cfg["image_size"],
+                    channels=cfg["channels"], strides=cfg["strides"], padding=cfg["padding"],
+                    pooling=cfg["pooling"], head=cfg["head"], activation=cfg["activation"],
+                    w_init=cfg["w_init"], use_bias=cfg["use_bias"], l2=cfg["l2"],
+                    batch_size=cfg["batch_size"], seed=cfg["data_seed"], center=cfg["center"])
+
+
+CONV_FAMILY = FamilySpec(
+    name="conv_family", sample=sample_conv, build=build_conv, keys=CONV_KEYS,
+    shape_keys=("dataset", "image_size", "channels", "strides", "padding", "pooling", "head",
+                "use_bias", "batch_size"),
+    default_space=CONV_SPACE,
+    description="conv nets: dataset, depth, channels, stride pattern, padding, pooling, head, "
+                "activation, init, L2, batch size")
+
+# ----------------------------------------------------------------------------------------------
+# mlp_ae_family and mlp_vae_family (pixels in [0, 1]: image datasets only)
+
+AE_KEYS = ("dataset", "image_size", "hidden_sizes", "activation", "w_init", "loss",
+           "batch_size", "data_seed")
+AE_SPACE = {
+    "datasets": ["digits_8x8", "digits_16x16"],
+    "activations": list(S.ACTIVATIONS),
+    "initializers": list(S.INITIALIZERS),
+    "batch_sizes": [16, 32, 64, 128],
+    "num_layers": [1, 3],
+    "width": [16, 128],
+    "code_size": [2, 32],
+}
+
+
+def _encoder_widths(rng: np.random.Generator, space: Mapping[str, Any]) -> list:
+    n_layers = S.uniform_int(rng, *space["num_layers"])
+    widths = sorted((S.log_int(rng, *space["width"]) for _ in range(n_layers)), reverse=True)
+    return widths
+
+
+def sample_ae(rng: np.random.Generator, space: Mapping[str, Any]) -> dict:
+    cfg = _sample_dataset(rng, space)
+    widths = _encoder_widths(rng, space)
+    code = S.log_int(rng, *space["code_size"])
+    cfg["hidden_sizes"] = widths + [code]
+    cfg["activation"] = S.choice(rng, list(space["activations"]))
+    cfg["w_init"] = S.choice(rng, list(space["initializers"]))
+    cfg["loss"] = S.choice(rng, ["mse", "bernoulli"])
+    cfg["batch_size"] = int(S.choice(rng, list(space["batch_sizes"])))
+    cfg["data_seed"] = S.uniform_int(rng, 0, 2**31 - 1)
+    return cfg
+
+
+def build_ae(cfg: dict):
+    from tasks.autoencoder import MLPAutoencoderTask
+
+    return MLPAutoencoderTask(dataset=cfg["dataset"], image_size=cfg["image_size"],
+                              hidden_sizes=cfg["hidden_sizes"], activation=cfg["activation"],
+                              w_init=cfg["w_init"], loss=cfg["loss"],
+                              batch_size=cfg["batch_size"], seed=cfg["data_seed"])
+
+
+MLP_AE_FAMILY = FamilySpec(
+    name="mlp_ae_family", sample=sample_ae, build=build_ae, keys=AE_KEYS,
+    shape_keys=("dataset", "image_size", "hidden_sizes", "batch_size"),
+    default_space=AE_SPACE,
+    description="MLP autoencoders: dataset, encoder widths, code size, activation, init, "
+                "reconstruction loss, batch size")
+
+VAE_KEYS = ("dataset", "image_size", "hidden_sizes", "latent_dim", "activation", "w_init",
+            "likelihood", "batch_size", "data_seed")
+VAE_SPACE = {**AE_SPACE, "num_layers": [1, 2], "latent_dim": [2, 32]}
+del VAE_SPACE["code_size"]
+
+
+def sample_vae(rng: np.random.Generator, space: Mapping[str, Any]) -> dict:
+    cfg = _sample_dataset(rng, space)
+    cfg["hidden_sizes"] = _encoder_widths(rng, space)
+    cfg["latent_dim"] = S.log_int(rng, *space["latent_dim"])
+    cfg["activation"] = S.choice(rng, list(space["activations"]))
+    cfg["w_init"] = S.choice(rng, list(space["initializers"]))
+    cfg["likelihood"] = S.choice(rng, ["bernoulli", "gaussian"])
+    cfg["batch_size"] = int(S.choice(rng, list(space["batch_sizes"])))
+    cfg["data_seed"] = S.uniform_int(rng, 0, 2**31 - 1)
+    return cfg
+
+
+def build_vae(cfg: dict):
+    from tasks.autoencoder import MLPVAETask
+
+    return MLPVAETask(dataset=cfg["dataset"], image_size=cfg["image_size"],
+                      hidden_sizes=cfg["hidden_sizes"], latent_dim=cfg["latent_dim"],
+                      activation=cfg["activation"], w_init=cfg["w_init"],
+                      likelihood=cfg["likelihood"], batch_size=cfg["batch_size"],
+                      seed=cfg["data_seed"])
+
+
+MLP_VAE_FAMILY = FamilySpec(
+    name="mlp_vae_family", sample=sample_vae, build=build_vae, keys=VAE_KEYS,
+    shape_keys=("dataset", "image_size", "hidden_sizes", "latent_dim", "batch_size"),
+    default_space=VAE_SPACE,
+    description="MLP VAEs: dataset, encoder widths, latent size, activation, init, likelihood, "
+                "batch size")
