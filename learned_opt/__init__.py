@@ -32,6 +32,7 @@ _LAZY = {
     "as_optax": "checkpoint",
     "load_pretrained": "pretrained",
     "pretrained_names": "pretrained",
+    "pretrained_path": "pretrained",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
