@@ -72,6 +72,15 @@ def _masked_mean_var(g: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]
     return mean, var
 
 
+def _first_branch(ts: TaskState) -> TaskState:
+    """The task states restricted to branch 0 (keeping the branch axis, of size 1)."""
+    first = lambda x: x[:, :1]  # noqa: E731
+    return ts._replace(params=jax.tree_util.tree_map(first, ts.params),
+                       opt_state=jax.tree_util.tree_map(first, ts.opt_state),
+                       model_state=jax.tree_util.tree_map(first, ts.model_state),
+                       init_loss=first(ts.init_loss))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class GradientEstimator:
     """A meta-gradient estimator (see the module docstring for the math of each ``kind``).
@@ -192,26 +201,53 @@ class GradientEstimator:
         """Keep the branches that persist (all for PES, the first otherwise)."""
         if self.state_branches == self.num_branches:
             return ts
-        first = lambda x: x[:, :1]  # noqa: E731
-        return ts._replace(params=jax.tree_util.tree_map(first, ts.params),
-                           opt_state=jax.tree_util.tree_map(first, ts.opt_state),
-                           model_state=jax.tree_util.tree_map(first, ts.model_state),
-                           init_loss=first(ts.init_loss))
+        return _first_branch(ts)
 
     # ------------------------------------------------------------------------------ the call
+    def perturbations(self, eps_key: jax.Array, theta: Any) -> jax.Array | None:
+        """The ``[N, D]`` perturbations ε (σ·N(0, I)) a call with this ``eps_key`` uses (None if none)."""
+        flat, _ = ravel_pytree(theta)
+        if not (self.antithetic or self.kind == "smoothed_rp"):
+            return None
+        sigma = jnp.asarray(self.sigma, flat.dtype)
+        return sigma * jax.random.normal(eps_key, (self.num_tasks, flat.size), flat.dtype)
+
+    def values(self, theta: Any, state: EstimatorState, task_key: jax.Array) -> jax.Array:
+        """Per-task unperturbed meta-losses ``V_i(θ)`` ([N]) on the tasks/data of ``task_key``.
+
+        The same tasks, data and keys as :meth:`estimate` with this ``task_key`` (so finite
+        differences of ``mean(values)`` check :meth:`estimate`'s gradients).
+        """
+        flat, unravel = ravel_pytree(theta)
+        k_init, k_unroll = jax.random.split(task_key)
+        if self.full_horizon:
+            ts = self.problem.init_tasks(self._broadcast_theta(theta, 1), k_init, state.outer_step,
+                                         random_offset=False)
+        else:
+            ts = _first_branch(state.tasks)
+        flat_nb = jnp.broadcast_to(flat, (self.num_tasks, 1, flat.size))
+        task_keys = jax.random.split(k_unroll, self.num_tasks)
+        objective = lambda fb, s, k: self._unroll_objective(fb, s, k, state.outer_step, unravel)  # noqa: E731
+        _, (vals, _, _, _) = jax.vmap(objective)(flat_nb, ts, task_keys)
+        return vals[:, 0]
+
     def __call__(self, theta: Any, state: EstimatorState, key: jax.Array):
+        """``(meta_grad, new_state, metrics)``; ``key`` is split into ``(eps_key, task_key)``."""
+        eps_key, task_key = jax.random.split(key)
+        return self.estimate(theta, state, eps_key, task_key)
+
+    def estimate(self, theta: Any, state: EstimatorState, eps_key: jax.Array, task_key: jax.Array):
+        """:meth:`__call__` with the perturbation randomness and the task/data randomness separate."""
         flat, unravel = ravel_pytree(theta)
         n, d = self.num_tasks, flat.size
-        k_eps, k_init, k_unroll = jax.random.split(key, 3)
+        k_init, k_unroll = jax.random.split(task_key)
         sigma = jnp.asarray(self.sigma, flat.dtype)
+        eps = self.perturbations(eps_key, theta)
         if self.antithetic:
-            eps = sigma * jax.random.normal(k_eps, (n, d), flat.dtype)
             flat_nb = jnp.stack([flat + eps, flat - eps], axis=1)
         elif self.kind == "smoothed_rp":
-            eps = sigma * jax.random.normal(k_eps, (n, d), flat.dtype)
             flat_nb = (flat + eps)[:, None]
         else:
-            eps = None
             flat_nb = jnp.broadcast_to(flat, (n, 1, d))
         ts = self._start_state(unravel(flat), state, k_init)
         task_keys = jax.random.split(k_unroll, n)
@@ -249,12 +285,13 @@ class GradientEstimator:
             tiny = jnp.asarray(1e-30, flat.dtype)
             p_es, p_rp = 1.0 / jnp.maximum(var_es, tiny), 1.0 / jnp.maximum(var_rp, tiny)
             weight_es = p_es / (p_es + p_rp)
+            weight_es = jnp.where(jnp.isfinite(weight_es), weight_es, 0.5)
             per_task = weight_es * g_es + (1.0 - weight_es) * g_rp
             metrics.update(var_es=var_es, var_rp=var_rp, weight_es=weight_es)
 
         ok = _tree_all_finite(per_task) & jnp.all(jnp.isfinite(values), axis=1)
         grad, var = _masked_mean_var(per_task, ok)
-        valid = out.valid[..., None] & jnp.ones_like(out.meta, bool)
+        valid = (w > 0)[..., None] & jnp.ones_like(out.meta, bool)
         meta_loss = jnp.sum(jnp.where(valid, out.meta, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
         metrics.update(meta_loss=meta_loss, grad_var=var,
                        frac_reset=jnp.mean(jnp.any(out.reset, axis=1).astype(jnp.float32)),
