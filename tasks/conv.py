@@ -74,7 +74,7 @@ class ConvTask(ClassifierTask):
     """
 
     def __init__(self, dataset: str = "digits", image_size: Optional[int] = None,
-                 channels: Sequence[int] = (8, 16), strides: Sequence[int] | int = (2, 2),
+                 channels: Sequence[int] = (8, 16), strides: Sequence[int] | int = 2,
                  kernel_size: int = 3, padding: str = "SAME", pooling: str = "none",
                  head: str = "mean", activation: str = "relu", w_init: str = "he_normal",
                  use_bias: bool = True, l2: float = 0.0, batch_size: int = 128, seed: int = 0,

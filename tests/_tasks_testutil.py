@@ -21,10 +21,11 @@ def check_grad_fd(fun, params, *, num_directions=3, eps=1e-6, rtol=1e-5, atol=1e
 
     ``fun(params) -> scalar`` in float64. Raises AssertionError with the numbers on mismatch.
     """
-    grad = jax.jit(jax.grad(fun))(params)
+    vg = jax.jit(jax.value_and_grad(fun))  # one compilation serves values and the gradient
+    grad = vg(params)[1]
     leaves, treedef = jax.tree.flatten(params)
     rng = np.random.default_rng(seed)
-    f = jax.jit(fun)
+    f = lambda p: vg(p)[0]
     for _ in range(num_directions):
         vs = [jnp.asarray(rng.standard_normal(np.shape(l))) for l in leaves]
         norm = np.sqrt(sum(float(jnp.sum(v * v)) for v in vs))
