@@ -83,7 +83,7 @@ def make_outer_step(estimator: Any, outer_opt: optax.GradientTransformation) -> 
         theta = optax.apply_updates(state.theta, updates)
         theta = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), theta, state.theta)
         opt_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), opt_state, state.opt_state)
-        grad_norm = optax.global_norm(grad)
+        grad_norm = optax.tree.norm(grad)
         metrics = dict(metrics, grad_norm=grad_norm, applied=ok)
         new = TrainState(theta=theta, opt_state=opt_state, est_state=est_state, step=state.step + 1,
                          key=state.key, num_dropped=state.num_dropped + (~ok).astype(jnp.int32))
