@@ -46,7 +46,7 @@ def _train_members(seed_start: int, counts: Mapping[str, int]) -> list:
             if counts.get(fam)]
 
 
-_TRAIN_COUNTS = {"mlp_family": 6, "quadratic_family": 4, "synthetic_family": 4, "mlp_ae_family": 2}
+_TRAIN_COUNTS = {"mlp_family": 5, "quadratic_family": 3, "synthetic_family": 2, "mlp_ae_family": 2}
 
 TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "train": {
@@ -64,19 +64,19 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "description": "families never trained on: conv nets, VAEs, character RNN language models",
         "horizon": TRAIN_HORIZON,
         "members": [
-            {"family": "conv_family", "seed_start": 200_000, "count": 4, "space": _DIGITS8},
-            {"family": "mlp_vae_family", "seed_start": 200_000, "count": 4, "space": _DIGITS8},
-            {"family": "char_rnn_lm_family", "seed_start": 200_000, "count": 4, "space": {}},
+            {"family": "conv_family", "seed_start": 200_000, "count": 3, "space": _DIGITS8},
+            {"family": "mlp_vae_family", "seed_start": 200_000, "count": 3, "space": _DIGITS8},
+            {"family": "char_rnn_lm_family", "seed_start": 200_000, "count": 3, "space": {}},
         ],
     },
     "ood_size": {
-        "description": "wider and deeper MLPs (widths 128-512, 3-5 layers) and 128-512-d quadratics",
+        "description": "wider and deeper MLPs (widths 129-256, 3-5 layers) and 128-512-d quadratics",
         "horizon": TRAIN_HORIZON,
         "members": [
-            {"family": "mlp_family", "seed_start": 300_000, "count": 6,
-             "space": {"datasets": ["digits_8x8"], "num_layers": [3, 5], "width": [128, 512],
+            {"family": "mlp_family", "seed_start": 300_000, "count": 5,
+             "space": {"datasets": ["digits_8x8"], "num_layers": [3, 5], "width": [129, 256],
                        "batch_sizes": [32, 64]}},
-            {"family": "quadratic_family", "seed_start": 300_000, "count": 4,
+            {"family": "quadratic_family", "seed_start": 300_000, "count": 3,
              "space": {"dim": [128, 512]}},
         ],
     },
@@ -84,9 +84,9 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "description": "datasets never trained on: MNIST-1D and 16x16 digits",
         "horizon": TRAIN_HORIZON,
         "members": [
-            {"family": "mlp_family", "seed_start": 400_000, "count": 4,
+            {"family": "mlp_family", "seed_start": 400_000, "count": 3,
              "space": {"datasets": ["mnist1d"]}},
-            {"family": "mlp_family", "seed_start": 410_000, "count": 4,
+            {"family": "mlp_family", "seed_start": 410_000, "count": 3,
              "space": {"datasets": ["digits_16x16"]}},
             {"family": "mlp_ae_family", "seed_start": 400_000, "count": 2,
              "space": {"datasets": ["digits_16x16"]}},
@@ -95,7 +95,7 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "ood_horizon": {
         "description": "the training families at 5x the meta-training horizon",
         "horizon": 5 * TRAIN_HORIZON,
-        "members": _train_members(500_000, {"mlp_family": 4, "quadratic_family": 2,
+        "members": _train_members(500_000, {"mlp_family": 3, "quadratic_family": 2,
                                             "synthetic_family": 2, "mlp_ae_family": 1}),
     },
 })

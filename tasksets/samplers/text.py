@@ -1,6 +1,6 @@
 """``char_rnn_lm_family``: character-level RNN language models on the offline text corpus.
 
-Sampled: cell (``rnn`` / ``gru`` / ``lstm``), hidden size (log-uniform 16-64), embedding size
+Sampled: cell (``rnn`` / ``gru`` / ``lstm``), hidden size (log-uniform 16-48), embedding size
 (log-uniform 8-32), the ``rnn`` cell's activation, sequence length (8 / 16 / 32), batch size
 (8 / 16 / 32) and the data-order seed.  The corpus is ``python_docs`` (the standard library's
 ``pydoc_data.topics``), the only one this package ships.
@@ -19,7 +19,7 @@ KEYS = ("dataset", "cell", "hidden_size", "embed_dim", "activation", "seq_len", 
 DEFAULT_SPACE = {
     "datasets": ["python_docs"],
     "cells": ["rnn", "gru", "lstm"],
-    "hidden_size": [16, 64],
+    "hidden_size": [16, 48],
     "embed_dim": [8, 32],
     "activations": ["tanh", "relu", "elu", "softsign", "sigmoid"],
     "seq_lens": [8, 16, 32],
