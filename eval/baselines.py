@@ -22,7 +22,7 @@ from eval.methods import FirstOrderMethod, ScipyMethod
 
 #: 9 learning rates, half-decade steps: 1e-4, 3.2e-4, 1e-3, …, 0.32, 1.
 DEFAULT_LEARNING_RATES: tuple[float, ...] = tuple(float(f"{v:.6g}") for v in np.logspace(-4, 0, 9))
-BFGS_MAX_PARAMS = 5000
+BFGS_MAX_PARAMS = 2000
 
 
 def _grid(rates: Sequence[float]) -> tuple[dict, ...]:

@@ -18,7 +18,8 @@ give the same dict, except the ``"timing"`` section, which holds every wall-cloc
 Normalization statistics come from the baselines run on the same task, seeds and horizon:
 ``L_init`` = the mean initial evaluation loss over seeds; ``L_best`` = the lowest seed-averaged
 loss any baseline reached (first-order baselines: minimum over their recorded points of the
-seed-mean curve, over the whole sweep; classical baselines: mean over seeds of their best loss).
+seed-mean curve, over the whole sweep; classical baselines: mean over seeds of their best loss,
+counted on full-batch / data-free tasks only -- as in ``tasksets``' statistics).
 The evaluated (non-baseline) methods never enter the statistics.
 """
 from __future__ import annotations
@@ -80,12 +81,19 @@ def _downsample(n: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, max_points)).astype(int))
 
 
-def norm_stats(runs: dict[str, MethodRun], baseline_names: Sequence[str]) -> dict:
-    """``{"init", "best", "best_method", "degenerate"}`` from the baselines' curves."""
+def norm_stats(runs: dict[str, MethodRun], baseline_names: Sequence[str], exact: bool = True) -> dict:
+    """``{"init", "best", "best_method", "degenerate"}`` from the baselines' curves.
+
+    On minibatch tasks (``exact=False``) only first-order baselines define ``best``: a classical
+    method there minimizes the whole training split with exact gradients, a different game
+    (it is still reported, and may score below 0).
+    """
     inits, cands = [], []
     for name in baseline_names:
         r = runs.get(name)
         if r is None or r.skipped or not r.curves:
+            continue
+        if r.kind == "scipy" and not exact:
             continue
         for row in r.curves:
             inits.extend(c.initial_loss for c in row)
@@ -240,7 +248,7 @@ def run_suite(methods: Sequence[Any], suite: str | Suite, *, seeds: Optional[int
                           "wall_time_per_seed": [_clean(c.wall_time[_downsample(len(c.wall_time))])
                                                  for c in r.selected],
                           "x_per_seed": [_clean(c.x[_downsample(len(c.x))]) for c in r.selected]}
-        stats = norm_stats(runs, base_names)
+        stats = norm_stats(runs, base_names, exact=setup.exact)
         adam = runs.get(ADAM)
         rec = {"name": st.name, "task_id": st.task_id, "group": st.group, "num_steps": steps,
                "exact": setup.exact, "num_params": setup.num_params,

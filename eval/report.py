@@ -171,8 +171,8 @@ def render_markdown(results: dict, figures: dict) -> str:
         out.append(f"- `{b['name']}` — {b.get('description', '')}{extra}")
     out += ["", "## Summary", "", summary_table(results), "",
             "Normalized loss `(L − L_best)/(L_init − L_best)` clipped to [−2, 2] (NaN/inf → 2): 1 = the "
-            "initial loss, 0 = the best any baseline reached on that task within the same budget "
-            "(negative = better than every baseline). Intervals are 95% Student-t intervals over tasks "
+            "initial loss, 0 = the best seed-averaged loss any baseline reached on that task within the same "
+            "budget (on minibatch tasks only the first-order baselines count; negative = better). Intervals are 95% Student-t intervals over tasks "
             "(of per-task seed means). Speed-up = gradient evaluations tuned Adam (lower envelope of "
             "its whole learning-rate sweep, same seed) needs to reach the method's final loss ÷ those the "
             "method needed; `≥` marks runs where Adam never got there (lower bounds). “Beats” compares "
