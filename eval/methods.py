@@ -143,7 +143,6 @@ def optax_method(opt: optax.GradientTransformation, name: str = "optax") -> Firs
 def untrained_learned(name: str, seed: int = 0) -> FirstOrderMethod:
     """A learned optimizer of architecture ``name`` at its initial θ (``init(PRNGKey(seed))``)."""
     import jax
-    import learned_opt
 
     lopt = _learned_by_name(name)
     theta = lopt.init(jax.random.PRNGKey(seed))
@@ -151,20 +150,18 @@ def untrained_learned(name: str, seed: int = 0) -> FirstOrderMethod:
                           description=f"{type(lopt).__name__} at its initial θ (seed {seed})")
 
 
-_LEARNED_CLASSES = {"mlp": "MLPLOpt", "factored": "FactoredMLPLOpt", "factored_mlp": "FactoredMLPLOpt",
-                    "hierarchical": "HierarchicalLOpt", "learnable_adam": "LearnableAdam",
-                    "learnable_sgd": "LearnableSGD", "learnable_momentum": "LearnableMomentum"}
+_ALIASES = {"factored": "factored_mlp", "learnable_adam": "adam", "learnable_sgd": "sgd",
+            "learnable_momentum": "momentum"}
 
 
 def _learned_by_name(name: str) -> Any:
+    """A learned optimizer with default constructor arguments from ``learned_opt``'s registry."""
     import learned_opt
 
-    if name in _LEARNED_CLASSES:
-        return getattr(learned_opt, _LEARNED_CLASSES[name])()
     try:
-        return learned_opt.get_optimizer(name)
-    except (AttributeError, ImportError, KeyError, ValueError) as e:
-        raise ValueError(f"unknown learned optimizer {name!r}; known: {sorted(_LEARNED_CLASSES)}") from e
+        return learned_opt.get_optimizer(_ALIASES.get(name, name))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"unknown learned optimizer {name!r}; known: {learned_opt.optimizer_names()}") from e
 
 
 def from_checkpoint(path: str | os.PathLike, name: Optional[str] = None) -> FirstOrderMethod:
@@ -180,18 +177,19 @@ def from_checkpoint(path: str | os.PathLike, name: Optional[str] = None) -> Firs
 
 
 def from_pretrained(pname: str) -> FirstOrderMethod:
-    """A pretrained learned optimizer shipped with the package (``learned_opt.load_pretrained``)."""
+    """A pretrained learned optimizer shipped with the package: per task,
+    ``learned_opt.load_pretrained(pname, num_steps=<the task's horizon>)``."""
     import learned_opt
 
-    loaded = learned_opt.load_pretrained(pname)
-    if isinstance(loaded, tuple) and len(loaded) == 2:
-        lopt, theta = loaded
-        return learned_method(lopt, theta, name=f"pretrained:{pname}")
-    if isinstance(loaded, optax.GradientTransformation):
-        return FirstOrderMethod(name=f"pretrained:{pname}", make=lambda hp, n: loaded, kind="learned",
-                                description=f"pretrained optimizer {pname!r}")
-    raise TypeError(f"learned_opt.load_pretrained({pname!r}) returned {type(loaded).__name__}; "
-                    "expected (lopt, theta) or an optax transform")
+    if pname not in learned_opt.pretrained_names():
+        raise ValueError(f"unknown pretrained optimizer {pname!r}; available: {learned_opt.pretrained_names()}")
+
+    def make(hparams, num_steps):
+        return learned_opt.load_pretrained(pname, num_steps=num_steps)
+
+    return FirstOrderMethod(name=f"pretrained:{pname}", make=make, kind="learned",
+                            description=f"pretrained optimizer {pname!r} (learned_opt.load_pretrained)",
+                            config={"pretrained": pname})
 
 
 def as_method(obj: Any) -> Method:

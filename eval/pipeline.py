@@ -108,7 +108,7 @@ def norm_stats(runs: dict[str, MethodRun], baseline_names: Sequence[str], exact:
                 mean_curve = np.mean(np.stack([c.loss for c in row]), axis=0)
                 fin = mean_curve[np.isfinite(mean_curve)]
                 if fin.size:
-                    hp = ",".join(f"{k}={v:g}" for k, v in r.grid[g].items())
+                    hp = ",".join(f"{k}={v:.3g}" for k, v in r.grid[g].items())
                     cands.append((float(fin.min()), f"{name}({hp})" if hp else name))
     init = float(np.mean(inits)) if inits else math.nan
     if not cands or not math.isfinite(init):
@@ -214,6 +214,7 @@ def run_suite(methods: Sequence[Any], suite: str | Suite, *, seeds: Optional[int
     ``num_steps``: override every task's horizon. ``baselines``: override the suite's baselines.
     """
     t_start = time.perf_counter()
+    c_start = time.process_time()
     suite = get_suite(suite)
     if seeds is None:
         seeds = suite.seeds
@@ -277,5 +278,6 @@ def run_suite(methods: Sequence[Any], suite: str | Suite, *, seeds: Optional[int
     }
     results = _clean(results)
     timing["total_seconds"] = time.perf_counter() - t_start
+    timing["total_cpu_seconds"] = time.process_time() - c_start  # this process, all threads
     results["timing"] = _clean(timing)
     return results

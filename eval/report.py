@@ -24,7 +24,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
         return "–"
     if math.isinf(f):
         return "∞" if f > 0 else "-∞"
-    return f"{f:.{digits}f}"
+    out = f"{f:.{digits}f}"
+    return out[1:] if out.startswith("-") and float(out) == 0.0 else out  # no "-0.000"
 
 
 def _iv(d: Optional[dict], digits: int = 3) -> str:
@@ -99,7 +100,7 @@ def per_task_table(results: dict) -> str:
                 continue
             c = _fmt(r["norm_final"]["mean"])
             if r.get("hparams"):
-                c += " (" + ", ".join(f"lr={v:g}" if k == "learning_rate" else f"{k}={v:g}"
+                c += " (" + ", ".join(f"lr={v:.3g}" if k == "learning_rate" else f"{k}={v:.3g}"
                                       for k, v in r["hparams"].items()) + ")"
             if r.get("divergences"):
                 c += f" ⚠{r['divergences']}"
@@ -140,8 +141,10 @@ def timing_section(results: dict) -> str:
     timing = results.get("timing") or {}
     if not timing:
         return "_no timing recorded_"
-    lines = [f"Whole suite: **{_fmt(timing.get('total_seconds'), 1)} s** wall-clock "
-             f"(compile included). Per task (compile + run seconds per method):", "",
+    lines = [f"Whole suite: **{_fmt(timing.get('total_seconds'), 1)} s** wall-clock, "
+             f"{_fmt(timing.get('total_cpu_seconds'), 1)} s CPU time of this process (compile included; "
+             f"on a shared machine wall-clock exceeds CPU time). Per task (compile + run wall-clock seconds "
+             f"per method):", "",
              "| task | total s | " + " | ".join(method_names(results)) + " |",
              "|---|---:|" + "---:|" * len(method_names(results))]
     for name, tt in timing.get("tasks", {}).items():
@@ -167,7 +170,7 @@ def render_markdown(results: dict, figures: dict) -> str:
         extra = ""
         if b.get("grid") and len(b["grid"]) > 1:
             rates = [g.get("learning_rate") for g in b["grid"]]
-            extra = f" (rates {', '.join(f'{r:g}' for r in rates if r is not None)})"
+            extra = f" (rates {', '.join(f'{r:.3g}' for r in rates if r is not None)})"
         out.append(f"- `{b['name']}` — {b.get('description', '')}{extra}")
     out += ["", "## Summary", "", summary_table(results), "",
             "Normalized loss `(L − L_best)/(L_init − L_best)` clipped to [−2, 2] (NaN/inf → 2): 1 = the "

@@ -161,3 +161,31 @@ def test_bad_inputs_are_rejected():
         as_method(3.0)
     with pytest.raises(ValueError, match="seeds"):
         run_method(q, "adam", 5, seeds=[])
+
+
+def test_checkpoint_method_is_the_saved_optimizer(tmp_path):
+    import learned_opt
+    from eval.methods import from_checkpoint, untrained_learned
+
+    lopt = learned_opt.MLPLOpt()
+    theta = lopt.init(jax.random.PRNGKey(1))
+    theta = jax.tree_util.tree_map(lambda a: a * 1.5, theta)  # not the initial θ
+    learned_opt.save(tmp_path / "run" / "theta_00000007.lopt", lopt, theta)
+    m = from_checkpoint(str(tmp_path / "run"))  # a run directory: newest theta_<step>.lopt
+    assert m.kind == "learned" and m.name == "learned:run"
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    grads = {"w": jnp.full((3, 2), 0.3), "b": jnp.array([1.0, -2.0])}
+    ref = lopt.opt_fn(theta, num_steps=10)
+    got = m.make({}, 10)
+
+    def first_update(opt):
+        return jax.jit(lambda g, p: opt.update(g, opt.init(p), p, loss=jnp.asarray(1.0))[0])(grads, params)
+
+    u_ref, u_got = first_update(ref), first_update(got)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, u_ref, u_got)
+    u0 = first_update(untrained_learned("mlp").make({}, 10))
+    assert not np.allclose(np.asarray(u0["w"]), np.asarray(u_got["w"]))
+    with pytest.raises(ValueError, match="does not exist"):
+        from_checkpoint(str(tmp_path / "missing.lopt"))
+    with pytest.raises(ValueError, match="unknown learned optimizer"):
+        untrained_learned("nope")
