@@ -104,6 +104,8 @@ class FactoredMLPLOpt(LearnedOptimizer):
       second_moment_decays: initial factored second-moment decays (learned), same length as
         ``momentum_decays`` (momentum ``k`` is paired with second moment ``k`` in the features).
       timescales: time scales of the ``tanh(t/s)`` step features.
+      row_chunk: rows per chunk of the per-parameter network (a speed knob; results do not
+        depend on it beyond float rounding).
       exp_mult, step_mult: ``α`` and ``β`` of ``u = d · exp(α s) · β``.
     """
 
@@ -113,7 +115,8 @@ class FactoredMLPLOpt(LearnedOptimizer):
                  momentum_decays: Sequence[float] = (0.5, 0.9, 0.99),
                  second_moment_decays: Sequence[float] = (0.9, 0.99, 0.999),
                  timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
-                 exp_mult: float = 0.001, step_mult: float = 0.001):
+                 exp_mult: float = 0.001, step_mult: float = 0.001,
+                 row_chunk: int = F.DEFAULT_ROW_CHUNK):
         self.hidden_sizes = F.check_positive_ints("hidden_sizes", hidden_sizes)
         self.momentum_decays = F.check_floats_in("momentum_decays", momentum_decays, 1e-6, 1.0)
         self.second_moment_decays = F.check_floats_in("second_moment_decays", second_moment_decays, 1e-6, 1.0)
@@ -123,6 +126,7 @@ class FactoredMLPLOpt(LearnedOptimizer):
         self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
         self.exp_mult = F.check_positive("exp_mult", exp_mult)
         self.step_mult = F.check_positive("step_mult", step_mult)
+        self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
 
     @property
     def num_param_features(self) -> int:
@@ -136,7 +140,7 @@ class FactoredMLPLOpt(LearnedOptimizer):
     def config(self) -> dict:
         return {"hidden_sizes": list(self.hidden_sizes), "momentum_decays": list(self.momentum_decays),
                 "second_moment_decays": list(self.second_moment_decays), "timescales": list(self.timescales),
-                "exp_mult": self.exp_mult, "step_mult": self.step_mult}
+                "exp_mult": self.exp_mult, "step_mult": self.step_mult, "row_chunk": self.row_chunk}
 
     def init(self, key: jax.Array) -> Theta:
         theta = F.mlp_init(key, (self.num_features,) + self.hidden_sizes + (2,))
@@ -177,9 +181,10 @@ class FactoredMLPLOpt(LearnedOptimizer):
             factored, vhat = factored_second_moments(g, state.factored, beta_v, layout)
             rs = F.safe_rsqrt(vhat, _RSQRT_FLOOR)
             x = jnp.concatenate([g[:, None], p[:, None], momenta, g[:, None] * rs, momenta * rs, rs], axis=1)
-            x = F.segment_rms_normalize(x, layout)
             tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
-            out = F.mlp_apply(theta, x, num_layers, extra_bias=tf @ theta["w0"][n_param:], activation=jnp.tanh)
+            out = F.per_row_mlp(theta, x, layout, num_layers, col_scale=F.segment_rms_scales(x, layout),
+                                bias=tf @ theta["w0"][n_param:], activation=jnp.tanh,
+                                chunk=self.row_chunk)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             return F.unflatten(step, layout), FactoredLOptState(F.increment(state.count), momenta, factored)
 

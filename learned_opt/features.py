@@ -211,6 +211,53 @@ def mlp_apply(theta: dict, x: Array, num_layers: int, prefix: str = "",
     return h
 
 
+DEFAULT_ROW_CHUNK = 4096
+
+
+def segment_rms_scales(x: Array, layout: FlatLayout, floor: float = 1e-24) -> Array:
+    """Per-tensor, per-column ``1/sqrt(max(mean_tensor(x²), floor))``, shape ``(T, F)``."""
+    return safe_rsqrt(segment_mean(jnp.square(x), layout), floor)
+
+
+def per_row_mlp(theta: dict, x: Array, layout: FlatLayout, num_layers: int, *,
+                col_scale: Array | None = None, bias: Array | None = None,
+                tensor_bias: Array | None = None, activation=jax.nn.relu,
+                chunk: int = DEFAULT_ROW_CHUNK) -> Array:
+    """The per-parameter network on every row of ``x`` (N, F), in cache-sized row chunks.
+
+    Row ``i`` belongs to tensor ``t(i)``; the network sees ``x_i * col_scale[t(i)]`` (per-tensor
+    normalization, see :func:`segment_rms_scales`) and its first pre-activation gets
+    ``bias + tensor_bias[t(i)]`` added (time features / per-tensor conditioning projected to the
+    first hidden width). Processing ``chunk`` rows at a time (``lax.map``) keeps the ``(rows,
+    hidden)`` intermediates in cache instead of streaming several ``N × hidden`` arrays through
+    memory, which is several times faster on CPU for ~1M parameters; the result is the same as
+    one big matmul chain.
+    """
+    n = x.shape[0]
+    starts = np.asarray(layout.offsets, np.int32)
+
+    def rows_fn(xc: Array, idx: Array) -> Array:
+        seg = jnp.clip(jnp.searchsorted(starts, idx, side="right") - 1, 0, max(layout.num_tensors - 1, 0))
+        if col_scale is not None:
+            xc = xc * col_scale[seg]
+        extra = None
+        if bias is not None:
+            extra = bias
+        if tensor_bias is not None:
+            extra = tensor_bias[seg] if extra is None else extra + tensor_bias[seg]
+        return mlp_apply(theta, xc, num_layers, extra_bias=extra, activation=activation)
+
+    if n == 0 or layout.num_tensors == 0:
+        return jnp.zeros((n, theta[f"w{num_layers - 1}"].shape[-1]), x.dtype)
+    if n <= chunk:
+        return rows_fn(x, jnp.arange(n, dtype=jnp.int32))
+    pad = (-n) % chunk
+    xp = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, chunk, x.shape[1])
+    idx = jnp.arange(n + pad, dtype=jnp.int32).reshape(-1, chunk)
+    out = jax.lax.map(lambda args: rows_fn(*args), (xp, idx))
+    return out.reshape(n + pad, -1)[:n]
+
+
 def gradient_features(g: Array, momenta: Array, v: Array, rsqrt_eps: float) -> Array:
     """Per-parameter gradient columns ``[g, m_1..m_K, sqrt(v), g/sqrt(v), m_k/sqrt(v)]``,
     shape ``(N, 2K+3)`` (before per-tensor normalization); ``1/sqrt(v)`` is
@@ -242,8 +289,9 @@ class LossStats(NamedTuple):
 
 
 def init_loss_stats(num_decays: int) -> LossStats:
-    z = jnp.zeros((num_decays,), jnp.float32)
-    return LossStats(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32), z, z)
+    # distinct buffers for every field, so the state can be donated to a jitted step
+    return LossStats(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
+                     jnp.zeros((num_decays,), jnp.float32), jnp.zeros((num_decays,), jnp.float32))
 
 
 def loss_features(stats: LossStats, loss: Array) -> Array:

@@ -96,6 +96,8 @@ class HierarchicalLOpt(LearnedOptimizer):
       second_moment_decay: decay of the squared-gradient accumulator.
       loss_decays: decays of the running loss means/variances.
       timescales: time scales of the ``tanh(t/s)`` step features.
+      row_chunk: rows per chunk of the per-parameter network (a speed knob; results do not
+        depend on it beyond float rounding).
       exp_mult, step_mult, tensor_scale_mult: ``α``, ``β``, ``γ`` of the update formula.
       rsqrt_eps: floor of ``v`` in ``1/sqrt(v)``.
     """
@@ -106,7 +108,8 @@ class HierarchicalLOpt(LearnedOptimizer):
                  momentum_decays: Sequence[float] = (0.5, 0.9, 0.99, 0.999),
                  second_moment_decay: float = 0.999, loss_decays: Sequence[float] = (0.5, 0.9, 0.99),
                  timescales: Sequence[float] = F.DEFAULT_TIMESCALES, exp_mult: float = 0.001,
-                 step_mult: float = 0.001, tensor_scale_mult: float = 0.1, rsqrt_eps: float = 1e-24):
+                 step_mult: float = 0.001, tensor_scale_mult: float = 0.1, rsqrt_eps: float = 1e-24,
+                 row_chunk: int = F.DEFAULT_ROW_CHUNK):
         self.rnn_size = F.check_positive_ints("rnn_size", [rnn_size])[0]
         self.hidden_sizes = F.check_positive_ints("hidden_sizes", hidden_sizes)
         self.momentum_decays = F.check_floats_in("momentum_decays", momentum_decays, 0.0, 1.0)
@@ -117,6 +120,7 @@ class HierarchicalLOpt(LearnedOptimizer):
         self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
         self.exp_mult = F.check_positive("exp_mult", exp_mult)
         self.step_mult = F.check_positive("step_mult", step_mult)
+        self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
         self.tensor_scale_mult = F.check_positive("tensor_scale_mult", tensor_scale_mult)
         self.rsqrt_eps = F.check_positive("rsqrt_eps", rsqrt_eps)
 
@@ -140,7 +144,7 @@ class HierarchicalLOpt(LearnedOptimizer):
                 "momentum_decays": list(self.momentum_decays), "second_moment_decay": self.second_moment_decay,
                 "loss_decays": list(self.loss_decays), "timescales": list(self.timescales),
                 "exp_mult": self.exp_mult, "step_mult": self.step_mult,
-                "tensor_scale_mult": self.tensor_scale_mult, "rsqrt_eps": self.rsqrt_eps}
+                "tensor_scale_mult": self.tensor_scale_mult, "rsqrt_eps": self.rsqrt_eps, "row_chunk": self.row_chunk}
 
     def init(self, key: jax.Array) -> Theta:
         k_mlp, k_x, k_h, k_c = jax.random.split(key, 4)
@@ -218,8 +222,8 @@ class HierarchicalLOpt(LearnedOptimizer):
 
             # ---- per-parameter level
             feats = jnp.concatenate([p[:, None], F.gradient_features(g, momenta, v, self.rsqrt_eps)], axis=1)
-            feats = F.segment_rms_normalize(feats, layout)
-            out = F.mlp_apply(theta, feats, num_layers, extra_bias=F.segment_broadcast(cond, layout))
+            out = F.per_row_mlp(theta, feats, layout, num_layers, col_scale=F.segment_rms_scales(feats, layout),
+                                tensor_bias=cond, chunk=self.row_chunk)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             step = step * F.segment_broadcast(jnp.exp(log_scale), layout)
             new_state = HierarchicalLOptState(F.increment(state.count), momenta, v, h, train_stats, valid_stats)

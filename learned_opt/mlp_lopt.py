@@ -22,7 +22,8 @@ Implementation: all parameter leaves are concatenated into one float32 vector (f
 chain, per-tensor RMS statistics are reductions over static contiguous segments, and updates are
 split back into the params' tree and cast to each leaf's dtype. The time features enter through
 the first layer's bias (they are the same for every row). The optimizer state
-(:class:`MLPLOptState`) keeps the accumulators in that flat layout.
+(:class:`MLPLOptState`) keeps the accumulators in that flat layout. The network runs over
+cache-sized row chunks (:func:`learned_opt.features.per_row_mlp`).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class MLPLOpt(LearnedOptimizer):
       timescales: time scales ``s`` of the ``tanh(t/s)`` step features.
       exp_mult: ``α``, multiplier of the log-magnitude output.
       step_mult: ``β``, overall step scale.
+      row_chunk: rows per chunk of the per-parameter network (a speed knob only).
       rsqrt_eps: floor ``ε`` of ``v`` in the rsqrt features ``1/sqrt(max(v, ε))``.
     """
 
@@ -63,7 +65,8 @@ class MLPLOpt(LearnedOptimizer):
                  momentum_decays: Sequence[float] = DEFAULT_MOMENTUM_DECAYS,
                  second_moment_decay: float = 0.999,
                  timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
-                 exp_mult: float = 0.001, step_mult: float = 0.001, rsqrt_eps: float = 1e-24):
+                 exp_mult: float = 0.001, step_mult: float = 0.001, rsqrt_eps: float = 1e-24,
+                 row_chunk: int = F.DEFAULT_ROW_CHUNK):
         self.hidden_sizes = F.check_positive_ints("hidden_sizes", hidden_sizes)
         self.momentum_decays = F.check_floats_in("momentum_decays", momentum_decays, 0.0, 1.0)
         if not self.momentum_decays:
@@ -72,6 +75,7 @@ class MLPLOpt(LearnedOptimizer):
         self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
         self.exp_mult = F.check_positive("exp_mult", exp_mult)
         self.step_mult = F.check_positive("step_mult", step_mult)
+        self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
         self.rsqrt_eps = F.check_positive("rsqrt_eps", rsqrt_eps)
 
     # --------------------------------------------------------------------------- structure
@@ -87,7 +91,7 @@ class MLPLOpt(LearnedOptimizer):
     def config(self) -> dict:
         return {"hidden_sizes": list(self.hidden_sizes), "momentum_decays": list(self.momentum_decays),
                 "second_moment_decay": self.second_moment_decay, "timescales": list(self.timescales),
-                "exp_mult": self.exp_mult, "step_mult": self.step_mult, "rsqrt_eps": self.rsqrt_eps}
+                "exp_mult": self.exp_mult, "step_mult": self.step_mult, "rsqrt_eps": self.rsqrt_eps, "row_chunk": self.row_chunk}
 
     def init(self, key: jax.Array) -> Theta:
         sizes = (self.num_features,) + self.hidden_sizes + (2,)
@@ -123,10 +127,10 @@ class MLPLOpt(LearnedOptimizer):
             momenta = F.ema(state.momenta, g, decays)
             v = beta_v * state.second_moment + (1.0 - beta_v) * jnp.square(g)
             x = jnp.concatenate([p[:, None], F.gradient_features(g, momenta, v, self.rsqrt_eps)], axis=1)
-            x = F.segment_rms_normalize(x, layout)
             tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
             # time features are the same for every row: fold them into the first layer's bias
-            out = F.mlp_apply(theta, x, num_layers, extra_bias=tf @ theta["w0"][n_param:])
+            out = F.per_row_mlp(theta, x, layout, num_layers, col_scale=F.segment_rms_scales(x, layout),
+                                bias=tf @ theta["w0"][n_param:], chunk=self.row_chunk)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             updates = F.unflatten(step, layout)
             return updates, MLPLOptState(count=F.increment(state.count), momenta=momenta, second_moment=v)

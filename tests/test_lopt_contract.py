@@ -189,3 +189,20 @@ def test_bad_inputs_raise_clear_errors(name):
             tx.update({"a": jnp.ones((2, 2))}, state, None)
         with pytest.raises(ValueError, match="shape"):
             tx.update({"a": jnp.ones((3, 2))}, state, params)
+
+
+@pytest.mark.parametrize("name", ["mlp", "factored_mlp", "hierarchical"])
+def test_row_chunking_does_not_change_updates(name):
+    """The per-parameter network runs in row chunks; a chunk of 5 rows (many chunks, a padded
+    last one, chunks straddling tensors) gives the same updates as one chunk."""
+    cfg = SMALL.get(name, {})
+    one, many = get_optimizer(name, **cfg), get_optimizer(name, row_chunk=5, **cfg)
+    theta = one.init(jax.random.PRNGKey(4))
+    params = sample_params()
+    grads = jax.grad(loss_fn)(params)
+
+    def first_update(lopt):
+        tx = lopt.opt_fn(theta, num_steps=10)
+        return jax.jit(tx.update)(grads, tx.init(params), params, loss=jnp.float32(2.0))[0]
+
+    leaves_close(first_update(one), first_update(many), rtol=1e-5, atol=1e-9)
