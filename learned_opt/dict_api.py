@@ -40,6 +40,11 @@ Bounds
     would only warn and ignore them). The objective is only ever evaluated inside the box:
     points a method proposes outside it are projected, ``f(clip(x, lb, ub))``.
 
+Extra arguments
+    ``fun(x, *args)`` (also ``jac``, ``hess``, ``hessp``). Array leaves of ``args`` (NumPy/JAX
+    arrays and NumPy scalars) are traced, so new values reuse the compiled objective; any other
+    leaf (Python numbers, strings, objects) is a static, hashed constant of the compiled code.
+
 Callbacks
     ``callback(x_dict)`` or ``callback(intermediate_result)`` (an OptimizeResult with ``x`` as a
     dict, ``fun`` and ``nit``), called once per iteration. Returning ``True`` (or raising
@@ -69,6 +74,7 @@ Result (``OptimizeResult``, a ``scipy.optimize.OptimizeResult``)
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -202,14 +208,15 @@ def _apply_fun(fun, spec: PackSpec, argspec: _ArgSpec, vec, dyn, lb, ub, cplx: b
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 7))
 def _jit_value(fun, spec, argspec, vec, dyn, lb, ub, cplx):
-    v = _apply_fun(fun, spec, argspec, vec, dyn, lb, ub, cplx)
-    return v, jnp.isfinite(v)
+    return _apply_fun(fun, spec, argspec, vec, dyn, lb, ub, cplx)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _jit_value_and_grad(fun, spec, argspec, vec, dyn, lb, ub):
+    """One output (one device→host transfer): ``[f, all-finite flag, ∇f...]``."""
     v, g = jax.value_and_grad(lambda u: _apply_fun(fun, spec, argspec, u, dyn, lb, ub))(vec)
-    return v, g, jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
+    ok = jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
+    return jnp.concatenate([v[None].astype(g.dtype), ok[None].astype(g.dtype), g])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -273,10 +280,19 @@ class _Objective:
         self.time_history: list[float] = []
         self.t0 = time.perf_counter()
         self.best_f = np.inf
-        self.best_x: np.ndarray | None = None
+        self._best_x: np.ndarray | None = None  # a copy of the best finite point
         self.best_g: np.ndarray | None = None
         self._memo_x: np.ndarray | None = None
         self._memo = None
+
+    @property
+    def best_x(self) -> np.ndarray | None:
+        """The best finite point evaluated so far, as a float64 vector (None before any)."""
+        return self._best_x
+
+    @best_x.setter
+    def best_x(self, value) -> None:
+        self._best_x = value
 
     # -- helpers ---------------------------------------------------------------------------------
     def _clip(self, x: np.ndarray) -> np.ndarray:
@@ -290,7 +306,7 @@ class _Objective:
         self.time_history.append(time.perf_counter() - self.t0)
         if finite and f < self.best_f:
             self.best_f = f
-            self.best_x = np.array(x, dtype=np.float64)
+            self._best_x = np.array(x, dtype=np.float64)  # scipy may reuse its x buffer
             self.best_g = g
         elif not finite:
             self._nonfinite(f, g)
@@ -327,7 +343,7 @@ class _Objective:
         self.nfev += 1
         if self.value_mode == "jax":
             try:
-                v, ok = _jit_value(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub, cplx)
+                v = _jit_value(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub, cplx)
             except _TRACE_ERRORS as err:
                 self._trace_failed(err, need_grad=False)
                 self.nfev -= 1
@@ -357,12 +373,11 @@ class _Objective:
         self.njev += 1
         if self.value_mode == "jax":
             try:
-                v, g, ok = _jit_value_and_grad(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub)
+                out = _jit_value_and_grad(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub)
             except _TRACE_ERRORS as err:
                 self._trace_failed(err, need_grad=True)
-            f = float(v)
-            g = np.asarray(g, dtype=np.float64)
-            ok = bool(ok)
+            out = np.asarray(out, dtype=np.float64)
+            f, ok, g = float(out[0]), bool(out[1]), out[2:]
         else:
             tree = self._eager_tree(x)
             if self.jac is True:
@@ -385,28 +400,28 @@ class _Objective:
         else one extra evaluation (not counted in nfev/njev, not recorded in the history)."""
         if self.best_x is not None and self.best_g is not None and np.array_equal(x, self.best_x):
             return self.best_g
-        counts, hist = (self.nfev, self.njev), (list(self.fun_history), list(self.time_history))
-        best = (self.best_f, self.best_x, self.best_g)
+        with self._unrecorded():
+            _, g = self.value_and_grad(x)
+        return g
+
+    @contextlib.contextmanager
+    def _unrecorded(self):
+        """Evaluate for reporting only: counters, history, best point and NaN policy untouched."""
+        counts, n = (self.nfev, self.njev), len(self.fun_history)
+        best = (self.best_f, self._best_x, self.best_g)
         policy, self.nan_policy = self.nan_policy, "propagate"
         try:
-            _, g = self.value_and_grad(x)
+            yield
         finally:
             self.nan_policy = policy
-            (self.nfev, self.njev), (self.fun_history, self.time_history) = counts, hist
-            self.best_f, self.best_x, self.best_g = best
-        return g
+            self.nfev, self.njev = counts
+            del self.fun_history[n:], self.time_history[n:]
+            self.best_f, self._best_x, self.best_g = best
 
     def value_at(self, x: np.ndarray) -> float:
         """f(x) for reporting (callbacks): not counted, not recorded, no NaN policy."""
-        counts, hist = (self.nfev, self.njev), (list(self.fun_history), list(self.time_history))
-        best = (self.best_f, self.best_x, self.best_g)
-        policy, self.nan_policy = self.nan_policy, "propagate"
-        try:
+        with self._unrecorded():
             return float(np.real(self.value(x)))
-        finally:
-            self.nan_policy = policy
-            (self.nfev, self.njev), (self.fun_history, self.time_history) = counts, hist
-            self.best_f, self.best_x, self.best_g = best
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """∇f alone (for consumers that call f and ∇f separately): memoized on the last x."""
@@ -415,14 +430,6 @@ class _Objective:
         f, g = self.value_and_grad(x)
         self._memo_x, self._memo = np.array(x, copy=True), (f, g)
         return g
-
-    def value_memo(self, x: np.ndarray) -> float:
-        """f through the same memo as :meth:`grad` (one evaluation for the pair f(x), ∇f(x))."""
-        if self._memo is not None and np.array_equal(self._memo_x, x):
-            return self._memo[0]
-        f, g = self.value_and_grad(x)
-        self._memo_x, self._memo = np.array(x, copy=True), (f, g)
-        return f
 
     # -- second order ---------------------------------------------------------------------------
     def hessp(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -618,8 +625,8 @@ def _early_result(obj: _Objective, spec: PackSpec, x: np.ndarray, f: float | Non
                   message: str, nit: int) -> OptimizeResult:
     x = obj._clip(np.asarray(x, dtype=np.float64))
     g = None
-    if f is None:  # the method did not report f at this iterate: evaluate it (counted in nfev)
-        f = obj.value(x)
+    if f is None:  # the method did not report f at this iterate (TNC): evaluate it for the report
+        f = obj.value_at(x)
     if obj.best_x is not None and np.array_equal(x, obj.best_x):
         g = obj.best_g
     res = OptimizeResult(x=spec.unpack(x), fun=float(f), success=False, status=status, message=message,
@@ -814,7 +821,7 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
                 extra["minimizer_kwargs"] = mk
             if meth in ("dual_annealing", "differential_evolution"):
                 extra["x0"] = np.clip(x0vec, lb, ub)
-            func = obj.value_memo if has_grad and meth in ("dual_annealing", "shgo") else obj.value
+            func = obj.value  # most evaluations are samples that need no gradient
             if callback is not None:
                 if meth == "dual_annealing":
                     def cb(x, f, context):
@@ -912,7 +919,7 @@ def _minimize_optax(fun, spec: PackSpec, x0: Any, opt, args: tuple, jac, hess, h
     argspec, dyn = _ArgSpec(args), _ArgSpec.dynamic(args)
     eager = jac is not None
     t0 = time.perf_counter()
-    with jax.enable_x64(True) if spec.has_float64 else _nullcontext():
+    with jax.enable_x64(True) if spec.has_float64 else contextlib.nullcontext():
         params = [jnp.asarray(leaf, dtype=d) for leaf, d in zip(spec.leaves(x0, "x0"), spec.dtypes)]
         if lb is not None:
             lbl = [jnp.asarray(lb[o:o + s].reshape(sh), d) for sh, d, o, s in
@@ -995,6 +1002,8 @@ def _minimize_optax(fun, spec: PackSpec, x0: Any, opt, args: tuple, jac, hess, h
             nit = k
         x_out = spec.to_kinds(params)
         g_out = spec.to_kinds([jnp.asarray(x).astype(d) for x, d in zip(g, spec.dtypes)])
+    if options.get("disp"):
+        print(f"optax loop: {message}; f = {float(v):.6g} after {nit} steps")
     res = OptimizeResult(x=x_out, fun=float(v), jac=g_out, success=success and bool(np.isfinite(v)),
                          status=status if np.isfinite(v) else STATUS_NONFINITE, message=message,
                          nit=nit, nfev=len(losses), njev=len(losses), nhev=0,
@@ -1005,14 +1014,6 @@ def _minimize_optax(fun, spec: PackSpec, x0: Any, opt, args: tuple, jac, hess, h
 
 def _leaves_to_vec(leaves) -> np.ndarray:
     return np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in leaves])
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1090,7 +1091,7 @@ def minimize(fun: Callable, x0: Any, *, args: tuple = (), method: Any = None, ja
         meth_name = meth
     x0vec = spec.pack(x0, what="x0")
     obj = _Objective(spec, fun, args, jac, hess, hessp, lb, ub, nan_policy)
-    with jax.enable_x64(True) if spec.has_float64 else _nullcontext():
+    with jax.enable_x64(True) if spec.has_float64 else contextlib.nullcontext():
         if kind == "global":
             return _minimize_global(obj, spec, x0vec, meth, jac, tol, callback, options)
         return _minimize_scipy(obj, spec, x0vec, meth_name, method if kind == "custom" else _CANON[meth],

@@ -209,9 +209,12 @@ def test_auto_hvp_matches_dense_hessian_run(method):
 @pytest.mark.parametrize("method", DENSE + ["trust-ncg"])
 def test_user_hessian_as_nested_dict_and_hessp_on_dicts(method):
     """jax.hessian's nested-dict layout (H[k1][k2] of shape s1+s2) and hessp(x, p) on dicts."""
+    with jax.enable_x64(True):
+        hess_jit = jax.jit(jax.hessian(f_dict))
+
     def hess_nested(x):
         with jax.enable_x64(True):
-            return jax.hessian(f_dict)(x)
+            return hess_jit(x)
 
     calls = []
 
