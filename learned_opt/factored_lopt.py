@@ -162,16 +162,16 @@ class FactoredMLPLOpt(LearnedOptimizer):
         n_param = self.num_param_features
 
         def init_fn(params):
-            layout = F.layout_of(params)
+            layout = F.layout_of(params, self.row_chunk)
             return FactoredLOptState(count=jnp.zeros([], jnp.int32),
-                                     momenta=jnp.zeros((layout.total, k), layout.dtype),
+                                     momenta=jnp.zeros((layout.padded, k), layout.dtype),
                                      factored=jnp.zeros((_factored_len(layout), k), layout.dtype))
 
         def update_fn(grads, state, params=None, **extra):
             del extra  # the loss is not a feature of this architecture
             if params is None:
                 raise ValueError(f"{owner}.update needs params (the parameter is an input feature)")
-            layout = F.layout_of(params)
+            layout = F.layout_of(params, self.row_chunk)
             F.check_same_structure(layout, grads, "grads")
             g = F.flatten(grads, layout)
             p = F.flatten(params, layout)
@@ -179,12 +179,17 @@ class FactoredMLPLOpt(LearnedOptimizer):
             beta_v = jax.nn.sigmoid(theta["second_moment_decay_logits"])
             momenta = F.ema(state.momenta, g, beta_m)
             factored, vhat = factored_second_moments(g, state.factored, beta_v, layout)
-            rs = F.safe_rsqrt(vhat, _RSQRT_FLOOR)
-            x = jnp.concatenate([g[:, None], p[:, None], momenta, g[:, None] * rs, momenta * rs, rs], axis=1)
+            vhat = F.pad_rows(vhat, layout)
+
+            def feats_fn(g, p, m, vh):  # (rows, F_param) features before normalization
+                rs = F.safe_rsqrt(vh, _RSQRT_FLOOR)
+                return jnp.concatenate([g[:, None], p[:, None], m, g[:, None] * rs, m * rs, rs], axis=1)
+
+            rows = (g, p, momenta, vhat)
+            col_scale = F.segment_rms_scales(feats_fn(*rows), layout)
             tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
-            out = F.per_row_mlp(theta, x, layout, num_layers, col_scale=F.segment_rms_scales(x, layout),
-                                bias=tf @ theta["w0"][n_param:], activation=jnp.tanh,
-                                chunk=self.row_chunk)
+            out = F.per_row_mlp(theta, rows, layout, num_layers, feats_fn=feats_fn, col_scale=col_scale,
+                                bias=tf @ theta["w0"][n_param:], activation=jnp.tanh, chunk=self.row_chunk)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             return F.unflatten(step, layout), FactoredLOptState(F.increment(state.count), momenta, factored)
 

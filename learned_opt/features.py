@@ -50,6 +50,7 @@ class FlatLayout(NamedTuple):
     sizes: tuple  # number of elements per leaf
     offsets: tuple  # start offset of each leaf in the flat vector
     dtype: Any  # computation dtype: float32, or float64 if any leaf is float64
+    padded: int  # length of flat vectors: total, rounded up to a multiple of the row chunk
 
     @property
     def num_tensors(self) -> int:
@@ -60,8 +61,12 @@ class FlatLayout(NamedTuple):
         return int(sum(self.sizes))
 
 
-def layout_of(tree: Any) -> FlatLayout:
-    """Static layout (shapes, dtypes, segment offsets) of a pytree of arrays."""
+def layout_of(tree: Any, row_chunk: int | None = None) -> FlatLayout:
+    """Static layout (shapes, dtypes, segment offsets) of a pytree of arrays.
+
+    With ``row_chunk``, flat vectors longer than one chunk are zero-padded to a whole number of
+    chunks (``padded``), so :func:`per_row_mlp` can walk them chunk by chunk without copies.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     shapes, dtypes, sizes = [], [], []
     for i, leaf in enumerate(leaves):
@@ -74,7 +79,11 @@ def layout_of(tree: Any) -> FlatLayout:
         sizes.append(int(math.prod(leaf.shape)))
     offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(sizes)])[:-1]) if sizes else ()
     dtype = jnp.dtype(jnp.result_type(jnp.float32, *dtypes)) if dtypes else jnp.dtype(jnp.float32)
-    return FlatLayout(treedef, tuple(shapes), tuple(dtypes), tuple(sizes), offsets, dtype)
+    total = int(sum(sizes))
+    padded = total
+    if row_chunk is not None and total > row_chunk:
+        padded = -(-total // row_chunk) * row_chunk
+    return FlatLayout(treedef, tuple(shapes), tuple(dtypes), tuple(sizes), offsets, dtype, padded)
 
 
 def check_same_structure(layout: FlatLayout, tree: Any, what: str) -> None:
@@ -89,11 +98,17 @@ def check_same_structure(layout: FlatLayout, tree: Any, what: str) -> None:
 
 def flatten(tree: Any, layout: FlatLayout) -> Array:
     """Concatenate the leaves of ``tree`` (cast to ``layout.dtype``) into one vector of length
-    ``layout.total``."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not leaves:
-        return jnp.zeros((0,), layout.dtype)
-    return jnp.concatenate([jnp.ravel(x).astype(layout.dtype) for x in leaves])
+    ``layout.padded`` (zeros after the ``layout.total`` parameter entries)."""
+    leaves = [jnp.ravel(x).astype(layout.dtype) for x in jax.tree_util.tree_leaves(tree)]
+    return pad_rows(jnp.concatenate(leaves) if leaves else jnp.zeros((0,), layout.dtype), layout)
+
+
+def pad_rows(x: Array, layout: FlatLayout) -> Array:
+    """Append zero rows to ``x`` (N, ...) up to ``layout.padded`` rows."""
+    extra = layout.padded - x.shape[0]
+    if extra == 0:
+        return x
+    return jnp.concatenate([x, jnp.zeros((extra,) + x.shape[1:], x.dtype)], axis=0)
 
 
 def unflatten(vec: Array, layout: FlatLayout, cast: bool = True) -> Any:
@@ -120,12 +135,12 @@ def segment_mean(x: Array, layout: FlatLayout) -> Array:
 
 
 def segment_broadcast(stats: Array, layout: FlatLayout) -> Array:
-    """Broadcast per-tensor values ``(T, ...)`` back to every element ``(N, ...)``."""
-    if layout.total == 0:
-        return jnp.zeros((0,) + stats.shape[1:], stats.dtype)
+    """Broadcast per-tensor values ``(T, ...)`` back to every element; ``(P, ...)`` rows with
+    zeros in the padding rows (``P = layout.padded``)."""
     pieces = [jnp.broadcast_to(stats[t], (n,) + stats.shape[1:])
               for t, n in enumerate(layout.sizes) if n > 0]
-    return jnp.concatenate(pieces, axis=0)
+    out = jnp.concatenate(pieces, axis=0) if pieces else jnp.zeros((0,) + stats.shape[1:], stats.dtype)
+    return pad_rows(out, layout)
 
 
 def safe_rsqrt(x: Array, floor: float) -> Array:
@@ -219,25 +234,34 @@ def segment_rms_scales(x: Array, layout: FlatLayout, floor: float = 1e-24) -> Ar
     return safe_rsqrt(segment_mean(jnp.square(x), layout), floor)
 
 
-def per_row_mlp(theta: dict, x: Array, layout: FlatLayout, num_layers: int, *,
-                col_scale: Array | None = None, bias: Array | None = None,
+def per_row_mlp(theta: dict, rows: Any, layout: FlatLayout, num_layers: int, *,
+                feats_fn=None, col_scale: Array | None = None, bias: Array | None = None,
                 tensor_bias: Array | None = None, activation=jax.nn.relu,
                 chunk: int = DEFAULT_ROW_CHUNK) -> Array:
-    """The per-parameter network on every row of ``x`` (N, F), in cache-sized row chunks.
+    """The per-parameter network on every row, in cache-sized row chunks; returns ``(P, out)``
+    for ``P = layout.padded`` rows (rows past ``layout.total`` are padding).
 
-    Row ``i`` belongs to tensor ``t(i)``; the network sees ``x_i * col_scale[t(i)]`` (per-tensor
-    normalization, see :func:`segment_rms_scales`) and its first pre-activation gets
-    ``bias + tensor_bias[t(i)]`` added (time features / per-tensor conditioning projected to the
-    first hidden width). Processing ``chunk`` rows at a time (``lax.map``) keeps the ``(rows,
-    hidden)`` intermediates in cache instead of streaming several ``N × hidden`` arrays through
-    memory, which is several times faster on CPU for ~1M parameters; the result is the same as
-    one big matmul chain.
+    ``rows`` is an array ``(P, F)`` of features, or a tuple of per-row arrays ``(P, ...)`` that
+    ``feats_fn(*rows_chunk) -> (rows, F)`` turns into features chunk by chunk (so the
+    ``P × F`` feature matrix is never written to memory). Row ``i`` belongs to tensor ``t(i)``;
+    the network sees ``x_i * col_scale[t(i)]`` (per-tensor normalization, see
+    :func:`segment_rms_scales`) and its first pre-activation gets ``bias + tensor_bias[t(i)]``
+    added (time features / per-tensor conditioning projected to the first hidden width).
+    Processing ``chunk`` rows at a time (``lax.map``) keeps the ``(rows, hidden)`` intermediates in
+    cache instead of streaming several ``P × hidden`` arrays through memory; the result is the
+    same as one big matmul chain.
     """
-    n = x.shape[0]
+    rows = rows if isinstance(rows, tuple) else (rows,)
+    feats_fn = feats_fn if feats_fn is not None else (lambda x: x)
+    n = rows[0].shape[0]
+    if n != layout.padded:
+        raise ValueError(f"per_row_mlp: rows have {n} entries, layout expects {layout.padded}")
     starts = np.asarray(layout.offsets, np.int32)
+    last = max(layout.num_tensors - 1, 0)
 
-    def rows_fn(xc: Array, idx: Array) -> Array:
-        seg = jnp.clip(jnp.searchsorted(starts, idx, side="right") - 1, 0, max(layout.num_tensors - 1, 0))
+    def rows_fn(idx: Array, *chunk_rows: Array) -> Array:
+        xc = feats_fn(*chunk_rows)
+        seg = jnp.clip(jnp.searchsorted(starts, idx, side="right") - 1, 0, last)
         if col_scale is not None:
             xc = xc * col_scale[seg]
         extra = None
@@ -248,14 +272,17 @@ def per_row_mlp(theta: dict, x: Array, layout: FlatLayout, num_layers: int, *,
         return mlp_apply(theta, xc, num_layers, extra_bias=extra, activation=activation)
 
     if n == 0 or layout.num_tensors == 0:
-        return jnp.zeros((n, theta[f"w{num_layers - 1}"].shape[-1]), x.dtype)
+        return jnp.zeros((n, theta[f"w{num_layers - 1}"].shape[-1]), layout.dtype)
     if n <= chunk:
-        return rows_fn(x, jnp.arange(n, dtype=jnp.int32))
-    pad = (-n) % chunk
-    xp = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, chunk, x.shape[1])
-    idx = jnp.arange(n + pad, dtype=jnp.int32).reshape(-1, chunk)
-    out = jax.lax.map(lambda args: rows_fn(*args), (xp, idx))
-    return out.reshape(n + pad, -1)[:n]
+        return rows_fn(jnp.arange(n, dtype=jnp.int32), *rows)
+    if n % chunk:
+        raise ValueError(f"per_row_mlp: {n} rows is not a multiple of chunk={chunk}; build the layout "
+                         f"with layout_of(params, row_chunk={chunk})")
+    k = n // chunk
+    idx = jnp.arange(n, dtype=jnp.int32).reshape(k, chunk)
+    chunked = tuple(r.reshape((k, chunk) + r.shape[1:]) for r in rows)
+    out = jax.lax.map(lambda args: rows_fn(*args), (idx,) + chunked)
+    return out.reshape(n, -1)
 
 
 def gradient_features(g: Array, momenta: Array, v: Array, rsqrt_eps: float) -> Array:

@@ -176,8 +176,8 @@ class HierarchicalLOpt(LearnedOptimizer):
         n_loss = self.num_loss_features
 
         def init_fn(params):
-            layout = F.layout_of(params)
-            n, k = layout.total, len(self.momentum_decays)
+            layout = F.layout_of(params, self.row_chunk)
+            n, k = layout.padded, len(self.momentum_decays)
             return HierarchicalLOptState(
                 count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), layout.dtype),
                 second_moment=jnp.zeros((n,), layout.dtype),
@@ -188,7 +188,7 @@ class HierarchicalLOpt(LearnedOptimizer):
         def update_fn(grads, state, params=None, **extra):
             if params is None:
                 raise ValueError(f"{owner}.update needs params (the parameter is an input feature)")
-            layout = F.layout_of(params)
+            layout = F.layout_of(params, self.row_chunk)
             F.check_same_structure(layout, grads, "grads")
             loss = F.take_loss(extra, "loss")
             valid_loss = F.take_loss(extra, "valid_loss")
@@ -221,8 +221,12 @@ class HierarchicalLOpt(LearnedOptimizer):
             log_scale = self.tensor_scale_mult * (h @ theta["scale_w"] + theta["scale_b"])  # (T,)
 
             # ---- per-parameter level
-            feats = jnp.concatenate([p[:, None], F.gradient_features(g, momenta, v, self.rsqrt_eps)], axis=1)
-            out = F.per_row_mlp(theta, feats, layout, num_layers, col_scale=F.segment_rms_scales(feats, layout),
+            def feats_fn(p, g, m, v):  # (rows, F_param) features before normalization
+                return jnp.concatenate([p[:, None], F.gradient_features(g, m, v, self.rsqrt_eps)], axis=1)
+
+            rows = (p, g, momenta, v)
+            out = F.per_row_mlp(theta, rows, layout, num_layers, feats_fn=feats_fn,
+                                col_scale=F.segment_rms_scales(feats_fn(*rows), layout),
                                 tensor_bias=cond, chunk=self.row_chunk)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             step = step * F.segment_broadcast(jnp.exp(log_scale), layout)

@@ -111,8 +111,8 @@ class MLPLOpt(LearnedOptimizer):
         n_param = self.num_param_features
 
         def init_fn(params):
-            layout = F.layout_of(params)
-            n, k = layout.total, len(self.momentum_decays)
+            layout = F.layout_of(params, self.row_chunk)
+            n, k = layout.padded, len(self.momentum_decays)
             return MLPLOptState(count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), layout.dtype),
                                 second_moment=jnp.zeros((n,), layout.dtype))
 
@@ -120,16 +120,21 @@ class MLPLOpt(LearnedOptimizer):
             del extra  # the loss is not a feature of this architecture
             if params is None:
                 raise ValueError(f"{owner}.update needs params (the parameter is an input feature)")
-            layout = F.layout_of(params)
+            layout = F.layout_of(params, self.row_chunk)
             F.check_same_structure(layout, grads, "grads")
             g = F.flatten(grads, layout)
             p = F.flatten(params, layout)
             momenta = F.ema(state.momenta, g, decays)
             v = beta_v * state.second_moment + (1.0 - beta_v) * jnp.square(g)
-            x = jnp.concatenate([p[:, None], F.gradient_features(g, momenta, v, self.rsqrt_eps)], axis=1)
+
+            def feats_fn(p, g, m, v):  # (rows, F_param) features before normalization
+                return jnp.concatenate([p[:, None], F.gradient_features(g, m, v, self.rsqrt_eps)], axis=1)
+
+            rows = (p, g, momenta, v)
+            col_scale = F.segment_rms_scales(feats_fn(*rows), layout)
             tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
             # time features are the same for every row: fold them into the first layer's bias
-            out = F.per_row_mlp(theta, x, layout, num_layers, col_scale=F.segment_rms_scales(x, layout),
+            out = F.per_row_mlp(theta, rows, layout, num_layers, feats_fn=feats_fn, col_scale=col_scale,
                                 bias=tf @ theta["w0"][n_param:], chunk=self.row_chunk)
             step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
             updates = F.unflatten(step, layout)
