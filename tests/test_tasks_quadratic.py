@@ -75,33 +75,37 @@ def test_quadratic_bad_input():
 def test_quadratic_family_vmap_matches_loop():
     with jax.enable_x64(True):
         fam = QuadraticFamily(dim=6, max_noise_std=0.1, max_log10_cond=2.0)
-        keys = jax.random.split(jax.random.PRNGKey(0), 5)
+        n = 3
+        keys = jax.random.split(jax.random.PRNGKey(0), n)
         cfgs = jax.vmap(fam.sample)(keys)
-        assert cfgs["eigvecs"].shape == (5, 6, 6) and cfgs["eigvals"].shape == (5, 6)
-        init_keys = jax.random.split(jax.random.PRNGKey(1), 5)
-        params = jax.vmap(lambda c, k: fam.task_fn(c).init(k))(cfgs, init_keys)
-        loss_keys = jax.random.split(jax.random.PRNGKey(2), 5)
-        vec = jax.jit(jax.vmap(jax.value_and_grad(
-            lambda p, c, k: fam.task_fn(c).loss(p, k, None)), in_axes=(0, 0, 0)))
-        vals, grads = vec(params, cfgs, loss_keys)
-        for i in range(5):
+        assert cfgs["eigvecs"].shape == (n, 6, 6) and cfgs["eigvals"].shape == (n, 6)
+        init_keys = jax.random.split(jax.random.PRNGKey(1), n)
+        init_one = lambda c, k: fam.task_fn(c).init(k)
+        params = jax.vmap(init_one)(cfgs, init_keys)
+        loss_keys = jax.random.split(jax.random.PRNGKey(2), n)
+        vg_one = jax.value_and_grad(lambda p, c, k: fam.task_fn(c).loss(p, k, None))
+        vals, grads = jax.jit(jax.vmap(vg_one))(params, cfgs, loss_keys)
+        sample_loop, init_loop, vg_loop = jax.jit(fam.sample), jax.jit(init_one), jax.jit(vg_one)
+        for i in range(n):  # unvectorized: one member at a time
             cfg_i = jax.tree.map(lambda x: x[i], cfgs)
-            # the sampled cfg equals sampling unvectorized
-            single = fam.sample(keys[i])
+            single = sample_loop(keys[i])
             for k in cfg_i:
                 np.testing.assert_allclose(cfg_i[k], single[k], rtol=1e-10, atol=1e-12)
-            task = fam.task_fn(cfg_i)
-            p_i = task.init(init_keys[i])
+            p_i = init_loop(cfg_i, init_keys[i])
             np.testing.assert_allclose(p_i["x"], params["x"][i], rtol=1e-12)
-            v, g = jax.value_and_grad(task.loss)(p_i, loss_keys[i], None)
+            v, g = vg_loop(p_i, cfg_i, loss_keys[i])
             np.testing.assert_allclose(vals[i], v, rtol=1e-10)
             np.testing.assert_allclose(grads["x"][i], g["x"], rtol=1e-9, atol=1e-12)
-            # closed form: the sampled matrix is Q diag(lam) Q^T, minimum 0 at the target
+            # closed form: the matrix is Q diag(lam) Q^T; minimum 0 at the target
             Q = np.asarray(cfg_i["eigvecs"])
             np.testing.assert_allclose(Q.T @ Q, np.eye(6), atol=1e-10)
             lam = np.asarray(cfg_i["eigvals"])
-            kappa = lam.max() / lam.min()
-            assert 1.0 - 1e-9 <= kappa <= 100.0 + 1e-6
-            t = cfg_i["target"]
-            assert float(task.expected_loss({"x": t})) == pytest.approx(0.0, abs=1e-12)
-            check_grad_fd(lambda p: task.loss(p, loss_keys[i], None), p_i, num_directions=1)
+            assert 1.0 - 1e-9 <= lam.max() / lam.min() <= 100.0 + 1e-6
+            x, t = np.asarray(p_i["x"]), np.asarray(cfg_i["target"])
+            A = (Q * lam) @ Q.T
+            exact = 0.5 * (x - t) @ A @ (x - t)
+            np.testing.assert_allclose(fam.task_fn(cfg_i).expected_loss(p_i), exact, rtol=1e-10)
+            assert float(fam.task_fn(cfg_i).expected_loss({"x": cfg_i["target"]})) == pytest.approx(
+                0.0, abs=1e-12)
+        task = fam.task_fn(cfg_i)
+        check_grad_fd(lambda p: task.loss(p, loss_keys[-1], None), p_i, num_directions=1)
