@@ -42,6 +42,12 @@ def test_mlp_matches_numpy_forward(data):
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     ref = -logp[np.arange(len(x)), batch["label"]].mean()
     assert float(task.loss(params, jax.random.PRNGKey(0), batch)) == pytest.approx(ref, rel=1e-5)
+    # the L2 term covers kernels only: 0.5 * l2 * sum ||W||^2
+    reg = ImageMLPTask(datasets=data, hidden_sizes=[16, 8], activation="relu", l2=0.3)
+    sq = sum(float(np.sum(np.asarray(params[n]["kernel"], np.float64) ** 2))
+             for n in ("Dense_0", "Dense_1", "Dense_2"))
+    assert float(reg.loss(params, jax.random.PRNGKey(0), batch)) == pytest.approx(
+        ref + 0.15 * sq, rel=1e-5)
     acc = float(task.accuracy(params, batch))
     assert acc == pytest.approx(float(np.mean(logits.argmax(1) == batch["label"])))
 

@@ -168,3 +168,19 @@ def test_registry():
         get_task("rosenbrok")
     with pytest.raises(TypeError, match="digits_mlp"):
         get_task("digits_mlp", widths=[3])
+
+
+@pytest.mark.parametrize("name", ["quadratic_10_noisy", "bowl", "rosenbrock_10d",
+                                  "sparse_softmax_regression", "norm", "least_squares",
+                                  "logistic_regression"])
+def test_registry_tasks_deterministic(name):
+    a, b = get_task(name), get_task(name)
+    k = jax.random.PRNGKey(11)
+    pa, pb = a.init(k), b.init(k)
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+        np.testing.assert_array_equal(x, y)
+    batch = None if a.datasets is None else a.datasets.train.full()
+    assert float(a.loss(pa, k, batch)) == float(b.loss(pb, k, batch))
+    other = a.init(jax.random.PRNGKey(12))
+    assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(other)))
+    assert json.loads(json.dumps(a.config())) == a.config()
