@@ -48,6 +48,7 @@ _LAZY = {
     # families
     "QuadraticFamily": "families",
     "ImageMLPFamily": "families",
+    "ConvFamily": "families",
     # data layer (tasks/datasets/)
     "load_image_dataset": "datasets",
     "load_text_dataset": "datasets",

@@ -12,6 +12,7 @@ them together inside ``jit``:
 * :class:`ImageMLPFamily` -- an MLP classifier on a fixed dataset/architecture; each member draws
   its activation and weight initializer (indices, applied with ``lax.switch``) and a log-uniform
   multiplier of the initial weights.
+* :class:`ConvFamily` -- the same sampled quantities for a fixed conv-net architecture.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from tasks.base import Datasets, Task, TaskFamily
-from tasks.common import (_jsonable, check_datasets, check_float, check_int_list,
+from tasks.common import (_jsonable, check_choice, check_datasets, check_float, check_int_list,
                           check_positive_int, default_float, num_classes_of)
-from tasks.image_mlp import MLPClassifierMember, resolve_image_datasets
+from tasks.conv import HEADS, PADDINGS, POOLINGS, ConvNet
+from tasks.image_mlp import ClassifierTask, MLPClassifierMember, resolve_image_datasets
 from tasks.nn import (ACTIVATIONS, INITIALIZERS, MLP, _names_or_default, activation_switch,
                       initializer_switch, scaled_initializer)
 from tasks.quadratic import SampledQuadraticTask, random_orthogonal_jax
@@ -172,3 +174,68 @@ class ImageMLPFamily(ConfiguredFamily):
         model = MLP(hidden_sizes=self.hidden_sizes, out_size=self.num_classes, activation=act,
                     kernel_init=kinit, use_bias=self.use_bias, layer_norm=self.layer_norm)
         return MLPClassifierMember(model, self.datasets, name=self.name, l2=self.l2)
+
+
+class _ConvMember(ClassifierTask):
+    """A member of :class:`ConvFamily` (built inside ``vmap`` from a traced cfg)."""
+
+    def __init__(self, model, datasets: Datasets, name: str, l2: float = 0.0):
+        self.model, self.datasets, self.name, self.l2 = model, datasets, name, l2
+        self._full_batch = False
+        self._set_config()
+
+
+class ConvFamily(ImageMLPFamily):
+    """Conv-net classifiers (fixed architecture) with sampled activation, initializer and scale.
+
+    cfg as in :class:`ImageMLPFamily`; the architecture arguments are those of
+    :class:`tasks.conv.ConvTask`.
+    """
+
+    def __init__(self, dataset: str = "digits", image_size: Optional[int] = 8,
+                 channels: Sequence[int] = (8, 16), strides: Sequence[int] = (2, 2),
+                 kernel_size: int = 3, padding: str = "SAME", pooling: str = "none",
+                 head: str = "mean", batch_size: int = 128, seed: int = 0,
+                 activations: Optional[Sequence[str]] = None,
+                 initializers: Optional[Sequence[str]] = None,
+                 min_init_scale: float = 0.5, max_init_scale: float = 2.0,
+                 use_bias: bool = True, l2: float = 0.0, data_dir: Optional[str] = None,
+                 center: bool = True, name: Optional[str] = None,
+                 datasets: Optional[Datasets] = None):
+        self.channels = check_int_list("channels", channels, allow_empty=False)
+        strides = check_int_list("strides", strides, allow_empty=False)
+        if len(strides) == 1:
+            strides = strides * len(self.channels)
+        if len(strides) != len(self.channels):
+            raise ValueError(f"strides has {len(strides)} entries but channels has "
+                             f"{len(self.channels)}")
+        self.strides = strides
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.padding = check_choice("padding", padding, PADDINGS)
+        self.pooling = check_choice("pooling", pooling, POOLINGS)
+        self.head = check_choice("head", head, HEADS)
+        name = name or (f"{dataset}{'' if image_size is None else image_size}_conv_family_"
+                        + "x".join(map(str, self.channels)))
+        super().__init__(dataset=dataset, image_size=image_size, hidden_sizes=(),
+                         batch_size=batch_size, seed=seed, activations=activations,
+                         initializers=initializers, min_init_scale=min_init_scale,
+                         max_init_scale=max_init_scale, use_bias=use_bias, layer_norm=False,
+                         l2=l2, data_dir=data_dir, center=center, name=name, datasets=datasets)
+        if len(self.datasets.train.arrays["image"].shape) != 4:
+            raise ValueError("ConvFamily needs NHWC images")
+        cfg = self._config
+        for k in ("hidden_sizes", "layer_norm"):
+            cfg.pop(k, None)
+        cfg.update(channels=list(self.channels), strides=list(self.strides),
+                   kernel_size=self.kernel_size, padding=self.padding, pooling=self.pooling,
+                   head=self.head)
+
+    def task_fn(self, cfg: dict) -> Task:
+        act = functools.partial(activation_switch, cfg["activation"], names=self.activations)
+        kinit = scaled_initializer(initializer_switch(cfg["w_init"], names=self.initializers),
+                                   cfg["init_scale"])
+        model = ConvNet(channels=self.channels, strides=self.strides,
+                        num_classes=self.num_classes, kernel_size=self.kernel_size,
+                        padding=self.padding, pooling=self.pooling, head=self.head,
+                        activation=act, kernel_init=kinit, use_bias=self.use_bias)
+        return _ConvMember(model, self.datasets, name=self.name, l2=self.l2)

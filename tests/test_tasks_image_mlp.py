@@ -152,3 +152,32 @@ def test_family_config_lists():
     cfg = fam.config()
     assert json.loads(json.dumps(cfg)) == cfg
     assert cfg["hidden_sizes"] == [8, 4] and set(cfg["initializers"]) <= set(INITIALIZERS)
+
+
+def test_conv_family_vmap_matches_loop(data):
+    from tasks.conv import ConvTask
+    from tasks.families import ConvFamily
+    with jax.enable_x64(True):
+        fam = ConvFamily(datasets=data, channels=[4, 6], strides=[2, 2],
+                         activations=["relu", "tanh"], initializers=["he_normal", "lecun_uniform"])
+        n = 3
+        keys = jax.random.split(jax.random.PRNGKey(0), n)
+        cfgs = jax.vmap(fam.sample)(keys)
+        params = jax.jit(jax.vmap(lambda c, k: fam.task_fn(c).init(k)))(cfgs, keys)
+        assert params["Conv_0"]["kernel"].shape == (n, 3, 3, 1, 4)
+        batch = to_f64(next(iter(data.train)))
+        vg_one = jax.value_and_grad(lambda p, c: fam.task_fn(c).loss(p, None, batch))
+        vals, grads = jax.jit(jax.vmap(vg_one))(params, cfgs)
+        vg_loop = jax.jit(vg_one)
+        for i in range(n):
+            cfg_i = jax.tree.map(lambda x: x[i], cfgs)
+            p_i = jax.tree.map(lambda x: x[i], params)
+            v, g = vg_loop(p_i, cfg_i)
+            np.testing.assert_allclose(vals[i], v, rtol=1e-9)
+            for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)):
+                np.testing.assert_allclose(a, b[i], rtol=1e-7, atol=1e-10)
+        fixed = ConvTask(datasets=data, channels=[4, 6], strides=[2, 2],
+                         activation=fam.activations[int(cfg_i["activation"])])
+        assert float(fixed.loss(p_i, None, batch)) == pytest.approx(float(v), rel=1e-10)
+        cfg = fam.config()
+        assert cfg["channels"] == [4, 6] and "hidden_sizes" not in cfg
