@@ -19,16 +19,18 @@ method that just calls the objective (value and gradient) at ``--probe-evals`` p
 time per call is the cost of one function evaluation through each runner's wrapper without the
 optimizer's own O(mn) work.
 
-Each run is repeated (interleaved) and the median wall time reported, with the ratio to ``raw``
+BLAS is limited to one thread for every runner alike (threadpoolctl, if installed). Each run is
+repeated (interleaved, in rotating order) and the median wall time reported, with the ratio to ``raw``
 measured in the same process. A second, heavier objective (a 2-layer tanh regression on 256
 examples with the same parameters) shows the overhead on a realistic per-evaluation cost.
 Writes ``benchmarks/results/bench_minimize.json``.
 
-Usage: ``python benchmarks/bench_minimize.py [--repeats 9] [--maxiter 30]``
+Usage: ``python benchmarks/bench_minimize.py [--repeats 11] [--maxiter 30]``
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -160,8 +162,10 @@ def bench(name, f, x0, maxiter, repeats, method="L-BFGS-B"):
     times = {k: [] for k in runners}
     cpu = {k: [] for k in runners}
     out = {}
-    for _ in range(repeats):  # interleaved so that machine-load drift hits every runner alike
-        for k, run in runners.items():
+    names = list(runners)
+    for i in range(repeats):  # interleaved, order rotated, so load drift hits every runner alike
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            run = runners[k]
             t, c0 = time.perf_counter(), time.process_time()
             fun, nfev = run()
             times[k].append(time.perf_counter() - t)
@@ -186,12 +190,17 @@ def bench(name, f, x0, maxiter, repeats, method="L-BFGS-B"):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--maxiter", type=int, default=30)
     ap.add_argument("--probe-evals", type=int, default=40)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_minimize.json"))
     ns = ap.parse_args(argv)
-    with jax.enable_x64(True):
+    try:  # scipy's L-BFGS-B with multithreaded BLAS is many times slower on a loaded machine
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        blas = contextlib.nullcontext()
+    with jax.enable_x64(True), blas:
         d, c, x0, dx, dy = make_problem()
         cheap, mlp = make_cheap(d, c), make_mlp(dx, dy)
         probe = probe_method(ns.probe_evals)
@@ -203,7 +212,7 @@ def main(argv=None) -> int:
           f"call fun {ns.probe_evals} times through a no-op custom scipy method; median of {ns.repeats} "
           "interleaved repeats")
     print("vs raw = median wall time / median raw wall time − 1; paired = median over repeats of the "
-          "ratio to the raw run right before it; cpu = same on process CPU time")
+          "ratio to the raw run of the same repeat; cpu = median process CPU time / raw's − 1")
     print(f"{'problem':38s} {'runner':14s} {'median s':>9s} {'nfev':>5s} {'ms/eval':>8s} {'vs raw':>8s} "
           f"{'paired':>8s} {'cpu':>8s}")
     for res in results:

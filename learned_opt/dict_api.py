@@ -101,6 +101,8 @@ _USES_HESS = _HESSP | _DENSE_HESS
 _NEEDS_HESS = {"dogleg", "trust-exact", "trust-ncg", "trust-krylov"}
 _BOUNDED = {"nelder-mead", "powell", "l-bfgs-b", "tnc", "slsqp", "trust-constr", "cobyla", "cobyqa"}
 _FD = ("2-point", "3-point", "cs")
+_PRIVATE_X = {"nelder-mead", "powell", "cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "trust-constr",
+              "dogleg", "trust-ncg", "trust-exact", "trust-krylov"}
 _OWN_OPTIONS = ("nan_policy",)
 _NAN_POLICIES = ("stop", "raise", "propagate")
 STATUS_NONFINITE = 98
@@ -213,10 +215,10 @@ def _jit_value(fun, spec, argspec, vec, dyn, lb, ub, cplx):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _jit_value_and_grad(fun, spec, argspec, vec, dyn, lb, ub):
-    """One output (one device→host transfer): ``[f, all-finite flag, ∇f...]``."""
+    """``([f, all-finite flag], ∇f)``: the finiteness check fuses with the gradient computation."""
     v, g = jax.value_and_grad(lambda u: _apply_fun(fun, spec, argspec, u, dyn, lb, ub))(vec)
     ok = jnp.isfinite(v) & jnp.all(jnp.isfinite(g))
-    return jnp.concatenate([v[None].astype(g.dtype), ok[None].astype(g.dtype), g])
+    return jnp.stack([v.astype(g.dtype), ok.astype(g.dtype)]), g
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -280,7 +282,8 @@ class _Objective:
         self.time_history: list[float] = []
         self.t0 = time.perf_counter()
         self.best_f = np.inf
-        self._best_x: np.ndarray | None = None  # a copy of the best finite point
+        self._best_x: np.ndarray | None = None  # the best finite point evaluated
+        self.x_is_private = False  # set by the caller when scipy passes private copies of x
         self.best_g: np.ndarray | None = None
         self._memo_x: np.ndarray | None = None
         self._memo = None
@@ -306,7 +309,9 @@ class _Objective:
         self.time_history.append(time.perf_counter() - self.t0)
         if finite and f < self.best_f:
             self.best_f = f
-            self._best_x = np.array(x, dtype=np.float64)  # scipy may reuse its x buffer
+            # scipy's ScalarFunction-based methods hand fun a private copy they never mutate, so a
+            # reference suffices there; other callers may reuse their buffer: copy
+            self._best_x = x if self.x_is_private else np.array(x, dtype=np.float64)
             self.best_g = g
         elif not finite:
             self._nonfinite(f, g)
@@ -376,8 +381,9 @@ class _Objective:
                 out = _jit_value_and_grad(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub)
             except _TRACE_ERRORS as err:
                 self._trace_failed(err, need_grad=True)
-            out = np.asarray(out, dtype=np.float64)
-            f, ok, g = float(out[0]), bool(out[1]), out[2:]
+            head, g = out
+            head = np.asarray(head)
+            f, ok, g = float(head[0]), bool(head[1]), np.asarray(g, dtype=np.float64)
         else:
             tree = self._eager_tree(x)
             if self.jac is True:
@@ -642,10 +648,12 @@ def _nonfinite_result(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, messag
                              success=False, status=STATUS_NONFINITE, message=message, nit=nit,
                              nfev=obj.nfev, njev=obj.njev, nhev=obj.nhev)
         return _attach_history(res, obj)
-    res = OptimizeResult(x=spec.unpack(obj.best_x), fun=float(obj.best_f), success=False,
+    xb = np.array(obj.best_x, dtype=np.float64)
+    fb = obj.value_at(xb)  # fun(res.x) by construction, whatever happened to scipy's buffers
+    res = OptimizeResult(x=spec.unpack(xb), fun=fb, success=False,
                          status=STATUS_NONFINITE, message=message + "; x is the best finite point evaluated",
                          nit=nit, nfev=obj.nfev, njev=obj.njev, nhev=obj.nhev)
-    if obj.best_g is not None:
+    if obj.best_g is not None and fb == obj.best_f:
         res.jac = _grad_tree(spec, obj.best_g)
     return _attach_history(res, obj)
 
@@ -699,23 +707,26 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
         scipy_bounds = sopt.Bounds(obj.lb, obj.ub, keep_feasible=(meth == "trust-constr"))
         x0vec = np.clip(x0vec, obj.lb, obj.ub)
 
-    cb = None
-    if callback is not None:
-        form = _callback_form(callback)
-        counter = [0]
+    # methods whose evaluations go through scipy's ScalarFunction / copying wrappers
+    obj.x_is_private = meth in _PRIVATE_X
 
-        def _handle(xk, fk):
-            counter[0] += 1
-            if _call_user_callback(callback, form, spec, xk, fk, counter[0], obj.value_at):
-                raise _Stop(np.array(xk, dtype=np.float64), fk, counter[0])
+    # an iteration counter is always installed (so a NaN stop can report nit); it forwards to the
+    # user's callback, whose True / StopIteration ends the run via _Stop
+    form = _callback_form(callback) if callback is not None else None
+    counter = [0]
 
-        if meth == "tnc":
-            def cb(xk):
-                _handle(xk, None)
-        else:
-            def cb(intermediate_result):
-                _handle(intermediate_result.x, float(intermediate_result.fun)
-                        if "fun" in intermediate_result else None)
+    def _handle(xk, fk):
+        counter[0] += 1
+        if callback is not None and _call_user_callback(callback, form, spec, xk, fk, counter[0], obj.value_at):
+            raise _Stop(np.array(xk, dtype=np.float64), fk, counter[0])
+
+    if meth == "tnc":
+        def cb(xk):
+            _handle(xk, None)
+    else:
+        def cb(intermediate_result):
+            _handle(intermediate_result.x, float(intermediate_result.fun)
+                    if "fun" in intermediate_result else None)
 
     try:
         r = sopt.minimize(f_arg, x0vec, method=method if meth == "_custom" else _CANON[meth], jac=jac_arg,
@@ -725,7 +736,7 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
         return _early_result(obj, spec, stop.x, stop.fun, STATUS_CALLBACK,
                              f"stopped by the callback after {stop.nit} iterations", stop.nit)
     except _NonFinite as err:
-        return _nonfinite_result(obj, spec, x0vec, err.message, nit=0)
+        return _nonfinite_result(obj, spec, x0vec, err.message, nit=counter[0])
 
     xvec = obj._clip(np.asarray(r.x, dtype=np.float64))
     gvec = None

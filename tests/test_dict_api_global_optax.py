@@ -83,17 +83,21 @@ def quad(x):
 
 def manual_loop(opt, x0, steps, pass_loss=False):
     """An independent optax loop over the same dict, for comparison."""
-    params = jax.tree_util.tree_map(jnp.asarray, x0)
-    state = opt.init(params)
-    losses = []
-    for _ in range(steps):
+    @jax.jit
+    def step(params, state):
         v, g = jax.value_and_grad(quad)(params)
-        losses.append(float(v))
         if pass_loss:
             updates, state = opt.update(g, state, params, loss=v)
         else:
             updates, state = opt.update(g, state, params)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state, v
+
+    params = jax.tree_util.tree_map(jnp.asarray, x0)
+    state = opt.init(params)
+    losses = []
+    for _ in range(steps):
+        params, state, v = step(params, state)
+        losses.append(float(v))
     losses.append(float(quad(params)))
     return params, np.array(losses)
 
