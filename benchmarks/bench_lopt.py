@@ -6,7 +6,11 @@ optimizer is timed in the same process, interleaved round-robin over repetitions
 hits all of them alike); the reported time is the median over repetitions of the mean step time
 of a block of steps. Ratios are against optax.adam measured in the same run.
 
-Usage: python benchmarks/bench_lopt.py [--reps 9] [--steps 5] [--batch 128]
+The per-parameter work of a learned optimizer does not depend on the batch size while the
+forward/backward pass grows with it, so the ratio is reported for several batch sizes
+(default 128 and 1024).
+
+Usage: python benchmarks/bench_lopt.py [--reps 9] [--steps 5] [--batches 128 1024]
 Writes benchmarks/results/bench_lopt.json and prints a table.
 """
 from __future__ import annotations
@@ -62,26 +66,9 @@ def make_step(tx, extra_args: bool):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=9)
-    ap.add_argument("--steps", type=int, default=5, help="steps per timed block")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_lopt.json"))
-    args = ap.parse_args(argv)
-
-    key = jax.random.PRNGKey(0)
-    kx, ky, kp, kt = jax.random.split(key, 4)
-    x = jax.random.normal(kx, (args.batch, SIZES[0]))
-    y = jax.random.randint(ky, (args.batch,), 0, SIZES[-1])
-    n_params = sum(int(np.size(l)) for l in jax.tree_util.tree_leaves(init_mlp(kp)))
-
-    methods = {"optax.adam": (optax.adam(1e-3), False, 0)}
-    for name in ("adam", "sgd", "mlp", "factored_mlp", "hierarchical"):
-        lopt = get_optimizer(name)
-        theta = lopt.init(kt)
-        methods[name] = (lopt.opt_fn(theta, num_steps=10_000), True, learned_opt.num_meta_params(theta))
-
+def run_batch(methods, batch, args, kx, ky, kp):
+    x = jax.random.normal(kx, (batch, SIZES[0]))
+    y = jax.random.randint(ky, (batch,), 0, SIZES[-1])
     runners, compile_s = {}, {}
     for name, (tx, extra, _) in methods.items():
         step = make_step(tx, extra)
@@ -92,7 +79,6 @@ def main(argv=None) -> int:
         jax.block_until_ready(loss)
         compile_s[name] = time.perf_counter() - t0
         runners[name] = [step, params, state]
-
     times = {name: [] for name in methods}
     for _ in range(args.reps):
         for name, r in runners.items():
@@ -103,7 +89,6 @@ def main(argv=None) -> int:
             jax.block_until_ready((params, loss))
             times[name].append((time.perf_counter() - t0) / args.steps)
             r[1], r[2] = params, state
-
     base = float(np.median(times["optax.adam"]))
     rows = []
     for name, (_, _, n_meta) in methods.items():
@@ -115,9 +100,13 @@ def main(argv=None) -> int:
                      "ratio_vs_adam": ratio, "target_ratio": target,
                      "meets_target": None if target is None else bool(ratio <= target),
                      "first_call_s": compile_s[name]})
+    return rows
 
-    print(f"model: MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {args.batch}; "
-          f"{args.reps} reps x {args.steps} steps; {jax.device_count()} {jax.default_backend()} device(s)")
+
+def print_table(rows, n_params, batch, args):
+    print(f"\nmodel: MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {batch}; "
+          f"{args.reps} reps x {args.steps} steps; {jax.device_count()} {jax.default_backend()} device(s); "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'optimizer':<14}{'meta-params':>12}{'step ms':>10}{'x adam':>8}{'target':>8}{'ok':>5}{'compile s':>11}")
     for r in rows:
         tgt = "" if r["target_ratio"] is None else f"{r['target_ratio']:.1f}"
@@ -125,13 +114,34 @@ def main(argv=None) -> int:
         print(f"{r['optimizer']:<14}{r['meta_params']:>12,}{r['median_step_ms']:>10.2f}{r['ratio_vs_adam']:>8.2f}"
               f"{tgt:>8}{ok:>5}{r['first_call_s']:>11.2f}")
 
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed block")
+    ap.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_lopt.json"))
+    args = ap.parse_args(argv)
+
+    key = jax.random.PRNGKey(0)
+    kx, ky, kp, kt = jax.random.split(key, 4)
+    n_params = sum(int(np.size(l)) for l in jax.tree_util.tree_leaves(init_mlp(kp)))
+    methods = {"optax.adam": (optax.adam(1e-3), False, 0)}
+    for name in ("adam", "sgd", "mlp", "factored_mlp", "hierarchical"):
+        lopt = get_optimizer(name)
+        theta = lopt.init(kt)
+        methods[name] = (lopt.opt_fn(theta, num_steps=10_000), True, learned_opt.num_meta_params(theta))
+    runs = []
+    for batch in args.batches:
+        runs.append({"batch": batch, "results": run_batch(methods, batch, args, kx, ky, kp)})
+        print_table(runs[-1]["results"], n_params, batch, args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "benchmark": "bench_lopt", "model": {"sizes": SIZES, "num_params": n_params, "batch": args.batch},
+        "benchmark": "bench_lopt", "model": {"sizes": SIZES, "num_params": n_params},
         "reps": args.reps, "steps_per_rep": args.steps, "baseline": "optax.adam",
         "jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "results": rows}, indent=2))
+        "load_average_at_end": os.getloadavg(), "platform": platform.platform(), "runs": runs}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -57,6 +57,7 @@ def test_meta_parameter_count():
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_decay_meta_gradients_match_finite_differences():
     """The accumulator decays are meta-parameters: their unrolled θ-gradient matches central
     differences (float64; the tanh network is smooth). A large step_mult makes the effect of the
