@@ -4,6 +4,8 @@
   tuned Adam, win fractions vs tuned Adam and L-BFGS, divergences);
 * ``evaluate(lopt, theta, suite, out_dir, seeds=3) -> results`` and ``write_report(results,
   out_dir)`` -- report.md, results.json (deterministic), timing.json and PNG figures;
+  ``evaluate_suites(lopt, theta, ("indist", "ood"), out_dir)`` -- one sub-directory per suite
+  plus a combined report.md;
 * ``run_suite`` (the results dict), ``run_method`` (one method on one task -> curves),
   ``suite_names`` / ``get_suite``, ``metrics`` (normalization, speed-up, intervals).
 
@@ -17,6 +19,7 @@ from typing import Any
 _LAZY = {
     "compare": "compare",
     "evaluate": "compare",
+    "evaluate_suites": "compare",
     "Table": "compare",
     "table_from_results": "compare",
     "run_suite": "pipeline",

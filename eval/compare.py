@@ -80,9 +80,13 @@ def evaluate(lopt: Any, theta: Any = None, suite: Any = "indist", out_dir: Optio
     ``lopt`` may also be anything :func:`eval.methods.as_method` accepts, or a list of those.
     Returns the results dict (with ``"outputs"`` naming the written files when ``out_dir`` is set).
     """
+    import optax
+
     from eval.methods import as_method, learned_method
 
-    if isinstance(lopt, (list, tuple)) and not (len(lopt) == 2 and hasattr(lopt[0], "opt_fn")):
+    if isinstance(lopt, optax.GradientTransformation):  # a NamedTuple, not a list of methods
+        methods = [as_method(lopt)]
+    elif isinstance(lopt, (list, tuple)) and not (len(lopt) == 2 and hasattr(lopt[0], "opt_fn")):
         methods = [as_method(m) for m in lopt]
     elif hasattr(lopt, "opt_fn") and theta is not None:
         methods = [learned_method(lopt, theta, name=name)]
@@ -93,3 +97,38 @@ def evaluate(lopt: Any, theta: Any = None, suite: Any = "indist", out_dir: Optio
     if out_dir is not None:
         results["outputs"] = write_report(results, out_dir)
     return results
+
+
+def evaluate_suites(lopt: Any, theta: Any = None, suites: Sequence[str] = ("indist", "ood"),
+                    out_dir: Optional[str] = None, *, seeds: Any = None, num_steps: Optional[int] = None,
+                    name: Optional[str] = None, verbose: bool = True) -> dict:
+    """:func:`evaluate` on several suites; with ``out_dir``, each suite's outputs go to
+    ``out_dir/<suite>/`` and ``out_dir/report.md`` collects their summary tables.
+
+    Returns ``{suite_name: results}``.
+    """
+    import os
+
+    from eval.report import group_table, summary_table
+    from eval.suites import get_suite
+
+    out = {}
+    for s in suites:
+        sname = get_suite(s).name
+        sub = None if out_dir is None else os.path.join(out_dir, sname)
+        out[sname] = evaluate(lopt, theta, s, sub, seeds=seeds, num_steps=num_steps, name=name,
+                              verbose=verbose)
+    if out_dir is not None:
+        lines = ["# Evaluation summary", ""]
+        for s, res in out.items():
+            t = res.get("timing", {})
+            lines += [f"## Suite `{s}` — [full report]({s}/report.md)", "",
+                      f"{res['suite']['description']}; {len(res['tasks'])} tasks, seeds {res['config']['seeds']}; "
+                      f"{t.get('total_seconds', float('nan')):.0f} s wall-clock.", "", summary_table(res), ""]
+            groups = group_table(res)
+            if groups:
+                lines += [groups, ""]
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+    return out

@@ -164,38 +164,48 @@ def _method_record(r: MethodRun, stats: dict, adam_runs: Optional[MethodRun]) ->
     return rec
 
 
+def _method_summary(task_records: list[dict], m: str) -> dict:
+    finals, means, speeds, div, runs, cens = [], [], [], 0, 0, 0
+    beats_adam, beats_lbfgs = [], []
+    for t in task_records:
+        r = t["runs"].get(m)
+        if r is None or r.get("skipped"):
+            continue
+        finals.append(as_float(r["norm_final"]["mean"]))
+        means.append(as_float(r["norm_mean"]["mean"]))
+        speeds.extend(as_float(s["speedup"]) for s in r["seeds"])
+        cens += sum(bool(s["speedup_censored"]) for s in r["seeds"])
+        div += r["divergences"]
+        runs += len(r["seeds"])
+        for ref, acc in ((ADAM, beats_adam), (LBFGS, beats_lbfgs)):
+            rr = t["runs"].get(ref)
+            if ref != m and rr is not None and not rr.get("skipped"):
+                acc.append((finals[-1], as_float(rr["norm_final"]["mean"])))
+    fin_speeds = [v for v in speeds if math.isfinite(v)]
+    return {
+        "num_tasks": len(finals),
+        "norm_final": metrics.mean_ci(finals).as_dict(),
+        "norm_mean": metrics.mean_ci(means).as_dict(),
+        "speedup": metrics.geometric_mean_ci(speeds).as_dict(),
+        "speedup_median": float(np.median(fin_speeds)) if fin_speeds else math.nan,
+        "speedup_censored_runs": cens,
+        "beats_adam": metrics.fraction_better(*zip(*beats_adam)) if beats_adam else None,
+        "beats_lbfgs": metrics.fraction_better(*zip(*beats_lbfgs)) if beats_lbfgs else None,
+        "num_vs_lbfgs": len(beats_lbfgs),
+        "divergences": div,
+        "runs": runs,
+    }
+
+
 def _summary(task_records: list[dict], method_names: Sequence[str]) -> dict:
+    """Per method over all tasks, plus ``by_group`` (e.g. the four OOD parts of ``ood``)."""
+    groups = sorted({t["group"] for t in task_records})
     out = {}
     for m in method_names:
-        finals, means, speeds, div, runs, cens = [], [], [], 0, 0, 0
-        beats_adam, beats_lbfgs = [], []
-        for t in task_records:
-            r = t["runs"].get(m)
-            if r is None or r.get("skipped"):
-                continue
-            finals.append(as_float(r["norm_final"]["mean"]))
-            means.append(as_float(r["norm_mean"]["mean"]))
-            speeds.extend(as_float(s["speedup"]) for s in r["seeds"])
-            cens += sum(bool(s["speedup_censored"]) for s in r["seeds"])
-            div += r["divergences"]
-            runs += len(r["seeds"])
-            for ref, acc in ((ADAM, beats_adam), (LBFGS, beats_lbfgs)):
-                rr = t["runs"].get(ref)
-                if ref != m and rr is not None and not rr.get("skipped"):
-                    acc.append((finals[-1], as_float(rr["norm_final"]["mean"])))
-        out[m] = {
-            "num_tasks": len(finals),
-            "norm_final": metrics.mean_ci(finals).as_dict(),
-            "norm_mean": metrics.mean_ci(means).as_dict(),
-            "speedup": metrics.geometric_mean_ci(speeds).as_dict(),
-            "speedup_median": float(np.median(speeds)) if speeds else math.nan,
-            "speedup_censored_runs": cens,
-            "beats_adam": metrics.fraction_better(*zip(*beats_adam)) if beats_adam else None,
-            "beats_lbfgs": metrics.fraction_better(*zip(*beats_lbfgs)) if beats_lbfgs else None,
-            "num_vs_lbfgs": len(beats_lbfgs),
-            "divergences": div,
-            "runs": runs,
-        }
+        out[m] = _method_summary(task_records, m)
+        if len(groups) > 1:
+            out[m]["by_group"] = {g: _method_summary([t for t in task_records if t["group"] == g], m)
+                                  for g in groups}
     return out
 
 

@@ -135,7 +135,7 @@ def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
                 labels.append(lb)
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.5 / (h / DPI), top=1 - 0.45 / (h / DPI),
-                        hspace=0.55, wspace=0.3)
+                        hspace=0.45, wspace=0.3)
     return _save(fig, path)
 
 
@@ -215,13 +215,14 @@ def plot_paths(panels: Sequence[dict], path: str) -> str:
     for k, p in enumerate(panels):
         ax = axes[k // cols][k % cols]
         X, Y, Z = (np.asarray(p[a], np.float64) for a in ("X", "Y", "Z"))
-        zmin = np.nanmin(Z)
-        levels = np.quantile(Z[np.isfinite(Z)], np.linspace(0.0, 1.0, 25))
-        levels = np.unique(levels)
-        if levels.size < 2:
-            levels = np.linspace(zmin, zmin + 1.0, 10)
-        ax.contourf(X, Y, Z, levels=levels, cmap="viridis", alpha=0.85)
-        ax.contour(X, Y, Z, levels=levels, colors="white", linewidths=0.3, alpha=0.5)
+        fin = np.isfinite(Z)
+        zmin = np.min(Z[fin]) if np.any(fin) else 0.0
+        # colour by log(1 + f - min f): valleys and ridges stay visible at every scale
+        L = np.where(fin, np.log1p(np.maximum(Z - zmin, 0.0)), np.nan)
+        hi = np.nanmax(L) if np.any(fin) else 1.0
+        levels = np.linspace(0.0, hi if hi > 0 else 1.0, 30)
+        ax.contourf(X, Y, L, levels=levels, cmap="viridis", alpha=0.9)
+        ax.contour(X, Y, L, levels=levels[::2], colors="white", linewidths=0.3, alpha=0.5)
         for lb, pts in p["paths"].items():
             xy = np.asarray(pts, np.float64).reshape(-1, 2)
             ax.plot(xy[:, 0], xy[:, 1], "-", color=colors[lb], lw=1.2, label=lb)

@@ -86,6 +86,21 @@ def summary_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def group_table(results: dict) -> str:
+    """Per method and task group (the parts of a mixed suite such as ``ood``)."""
+    rows = ["| method | group | tasks | final normalized loss | speed-up (geo-mean) | beats tuned Adam | "
+            "beats L-BFGS | diverged runs |", "|---|---|---:|---|---|---:|---:|---:|"]
+    any_row = False
+    for name in method_names(results):
+        for g, s in (results["summary"].get(name, {}).get("by_group") or {}).items():
+            if not s["num_tasks"]:
+                continue
+            any_row = True
+            rows.append(f"| {name} | {g} | {s['num_tasks']} | {_iv(s['norm_final'])} | {_iv(s['speedup'], 2)} | "
+                        f"{_pct(s['beats_adam'])} | {_pct(s['beats_lbfgs'])} | {s['divergences']}/{s['runs']} |")
+    return "\n".join(rows) if any_row else ""
+
+
 def per_task_table(results: dict) -> str:
     names = method_names(results)
     head = "| task | steps | params | exact | L_init | L_best (by) | " + " | ".join(names) + " |"
@@ -183,8 +198,11 @@ def render_markdown(results: dict, figures: dict) -> str:
             "above its initial value. Classical methods count every function/gradient evaluation (and "
             "Hessian-vector product) against the same budget as first-order steps; on minibatch tasks "
             "they minimize the whole training split (exact gradients) while first-order methods see "
-            "minibatches.", "",
-            "## Final normalized loss per task (mean over seeds)", "", per_task_table(results), "",
+            "minibatches.", ""]
+    groups = group_table(results)
+    if groups:
+        out += ["### By task group", "", groups, ""]
+    out += ["## Final normalized loss per task (mean over seeds)", "", per_task_table(results), "",
             "## L-BFGS-B comparison", "", lbfgs_table(results), "", "## Figures", ""]
     for label, path in figures.items():
         out.append(f"![{label}]({os.path.basename(path)})")

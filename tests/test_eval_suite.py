@@ -158,3 +158,13 @@ def test_cli_smoke_is_deterministic(tmp_path):
         assert main(["--untrained", "mlp", "--suite", "smoke", "--out", str(tmp_path / d), "-q",
                      "--no-plots"]) == 0
     assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+
+
+def test_evaluate_suites_writes_combined_report(tmp_path):
+    from eval.compare import evaluate_suites
+
+    out = evaluate_suites(optax.sgd(0.02), suites=[TINY], out_dir=str(tmp_path), verbose=False)
+    assert list(out) == ["tiny"]
+    assert (tmp_path / "tiny" / "results.json").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "tiny/report.md" in md and "| optax |" in md
