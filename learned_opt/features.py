@@ -5,20 +5,22 @@ optimizers built from it stay jit-, vmap- and grad-friendly.
 
 Flat layout
 -----------
-The per-parameter optimizers work on one flat vector (float32; float64 if a leaf is float64) holding every parameter leaf
-(``FlatLayout``): features are computed once for all parameters and the per-parameter network is a
-single matmul over all rows, which compiles much faster than one network per leaf. Per-tensor
-statistics are reductions over the static contiguous segment of each leaf
+The per-parameter optimizers work on one flat vector (float32; float64 if a leaf is float64)
+holding every parameter leaf (``FlatLayout``), zero-padded to a whole number of row chunks when
+it is longer than one chunk. Features are computed for all parameters at once and the
+per-parameter network is one matmul chain over all rows (:func:`per_row_mlp`, run chunk by
+chunk so intermediates stay in cache), which compiles much faster than one network per leaf.
+Per-tensor statistics are reductions over the static contiguous segment of each leaf
 (:func:`segment_sum`) and are broadcast back with :func:`segment_broadcast`.
 
 Feature helpers
 ---------------
 * :func:`ema` — exponential moving averages at several decays, ``m_k <- β_k m_k + (1-β_k) x``;
-* :func:`segment_rms_normalize` — ``x / sqrt(max(mean_{i in tensor}(x_i²), ε))`` per tensor and feature
-  column (invariant to rescaling one tensor's inputs by ``c > 0``);
+* :func:`segment_rms_scales` — ``1 / sqrt(max(mean_{i in tensor}(x_i²), ε))`` per tensor and feature
+  column, the normalizer applied to every feature (invariant to rescaling one tensor's inputs by ``c > 0``);
 * :func:`time_features` — ``tanh(t / s)`` for several time scales ``s`` and, when a horizon
   ``T`` is known, ``[t/T, 1 - t/T]`` (zeros when it is not, so the feature count never changes);
-* :func:`gradient_features` — ``[g, m_1..m_K, sqrt(v), g/sqrt(v+ε), m_k/sqrt(v+ε)]`` columns;
+* :func:`gradient_features` — ``[g, m_1..m_K, sqrt(v), g/sqrt(v), m_k/sqrt(v)]`` columns (``v`` floored);
 * :func:`mlp_init` / :func:`mlp_apply` — a plain dense ReLU network on a θ sub-dict;
   :func:`mlp_apply` adds an optional extra first-layer bias (time features or a per-tensor
   conditioning vector broadcast to the rows), which is cheaper than concatenating columns;
@@ -151,16 +153,6 @@ def safe_rsqrt(x: Array, floor: float) -> Array:
 def safe_sqrt(x: Array, floor: float) -> Array:
     """``sqrt(x)`` for ``x >= floor`` (``x / sqrt(floor)`` below), with a finite derivative at 0."""
     return x * safe_rsqrt(x, floor)
-
-
-def segment_rms_normalize(x: Array, layout: FlatLayout, floor: float = 1e-24) -> Array:
-    """``x / sqrt(max(mean_tensor(x²), floor))`` per tensor (and per feature column if ``x`` is 2-D).
-
-    The floor (RMS 1e-12 by default) keeps values and θ-gradients finite for all-zero columns;
-    above it the result is exactly invariant to rescaling a tensor's column by ``c > 0``.
-    """
-    ms = segment_mean(jnp.square(x), layout)
-    return x * segment_broadcast(safe_rsqrt(ms, floor), layout)
 
 
 def ema(acc: Array, x: Array, decays: Array) -> Array:
