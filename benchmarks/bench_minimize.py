@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--maxiter", type=int, default=30)
-    ap.add_argument("--probe-evals", type=int, default=40)
+    ap.add_argument("--probe-evals", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_minimize.json"))
     ns = ap.parse_args(argv)
     try:  # scipy's L-BFGS-B with multithreaded BLAS is many times slower on a loaded machine

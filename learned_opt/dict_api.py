@@ -86,7 +86,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize as sopt
 
-from learned_opt.pytree_vector import JAX, PackSpec, keystr, make_spec
+from learned_opt.pytree_vector import PackSpec, keystr, make_spec
 
 __all__ = ["minimize", "OptimizeResult", "SCIPY_METHODS", "GLOBAL_METHODS"]
 
