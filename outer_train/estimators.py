@@ -173,14 +173,17 @@ class GradientEstimator:
             return valid / jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1)
         return valid.astype(jnp.float32) / self.unroll_length
 
-    def _unroll_objective(self, flat_b: jax.Array, ts: TaskState, key: jax.Array,
-                          outer_step: jax.Array, unravel):
-        """One task: ``Σ_b V_b`` and auxiliaries; ``flat_b`` is ``[B, D]``."""
-        theta_b = jax.vmap(unravel)(flat_b)
-        new_ts, out = self.problem.unroll_task(theta_b, ts, key, self.steps_per_call, outer_step,
-                                               checkpoint=self.full_horizon and self.differentiates)
-        w = self._weights(jax.tree_util.tree_map(lambda x: x[None], out))[0]  # [K]
-        values = jnp.sum(w[:, None] * out.meta, axis=0)  # [B]
+    def _objective(self, flat_nb: jax.Array, ts: TaskState, key: jax.Array, outer_step: jax.Array, unravel):
+        """All tasks: ``Σ_{i,b} V_{i,b}`` and auxiliaries; ``flat_nb`` is ``[N, B, D]``.
+
+        Differentiating w.r.t. ``flat_nb`` (a per-task, per-branch copy of θ) yields the per-task
+        gradients ``[N, B, D]`` in one backward pass.
+        """
+        theta_nb = jax.vmap(jax.vmap(unravel))(flat_nb)
+        new_ts, out = self.problem.unroll(theta_nb, ts, key, self.steps_per_call, outer_step,
+                                          checkpoint=self.full_horizon and self.differentiates)
+        w = self._weights(out)  # [N, K]
+        values = jnp.sum(w[..., None] * out.meta, axis=1)  # [N, B]
         return jnp.sum(values), (values, new_ts, out, w)
 
     def _start_state(self, theta: Any, state: EstimatorState, key: jax.Array) -> TaskState:
@@ -226,9 +229,7 @@ class GradientEstimator:
         else:
             ts = _first_branch(state.tasks)
         flat_nb = jnp.broadcast_to(flat, (self.num_tasks, 1, flat.size))
-        task_keys = jax.random.split(k_unroll, self.num_tasks)
-        objective = lambda fb, s, k: self._unroll_objective(fb, s, k, state.outer_step, unravel)  # noqa: E731
-        _, (vals, _, _, _) = jax.vmap(objective)(flat_nb, ts, task_keys)
+        _, (vals, _, _, _) = self._objective(flat_nb, ts, k_unroll, state.outer_step, unravel)
         return vals[:, 0]
 
     def __call__(self, theta: Any, state: EstimatorState, key: jax.Array):
@@ -250,13 +251,12 @@ class GradientEstimator:
         else:
             flat_nb = jnp.broadcast_to(flat, (n, 1, d))
         ts = self._start_state(unravel(flat), state, k_init)
-        task_keys = jax.random.split(k_unroll, n)
-        objective = lambda fb, s, k: self._unroll_objective(fb, s, k, state.outer_step, unravel)  # noqa: E731
+        objective = lambda fb: self._objective(fb, ts, k_unroll, state.outer_step, unravel)  # noqa: E731
         if self.differentiates:
-            (_, (values, new_ts, out, w)), grads_b = jax.vmap(jax.value_and_grad(objective, has_aux=True))(
-                flat_nb, ts, task_keys)  # grads_b: [N, B, D]
+            (_, (values, new_ts, out, w)), grads_b = jax.value_and_grad(objective, has_aux=True)(
+                flat_nb)  # grads_b: [N, B, D]
         else:
-            _, (values, new_ts, out, w) = jax.vmap(objective)(flat_nb, ts, task_keys)
+            _, (values, new_ts, out, w) = objective(flat_nb)
             grads_b = None
 
         metrics = {}

@@ -188,10 +188,14 @@ class InnerProblem:
         keys = jax.random.split(key, n)
         return jax.vmap(lambda th, k: self.init_task(th, k, outer_step, random_offset))(theta_nb, keys)
 
-    def step(self, theta_b: Any, ts: TaskState, key: jax.Array, outer_step: jax.Array):
-        """One inner step of one task for its B branches -> ``(new_state, StepOutput)``."""
-        num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
-        k_data, k_loss, k_valid_data, k_valid_loss, k_reset = jax.random.split(key, 5)
+    def advance(self, theta_b: Any, ts: TaskState, key: jax.Array):
+        """The non-reset part of one inner step of one task -> ``(state, StepOutput)``.
+
+        Computes the loss and gradient at ``w_t``, the update and the measurement; the returned
+        state is the advanced one (meaningless for tasks whose ``needs_reset`` is set — those are
+        replaced by :meth:`reset_where`).
+        """
+        k_data, k_loss, k_valid_data, k_valid_loss, _ = jax.random.split(key, 5)
         task = self.family.task_fn(ts.cfg)
         batch = self._batch("train", k_data)
         valid_batch = self._batch("outer_valid", k_valid_data) if self.meta_loss == "outer_valid" else None
@@ -215,20 +219,30 @@ class InnerProblem:
         loss = jnp.asarray(loss, jnp.float32)
         init_loss = jnp.where(ts.fresh, jax.lax.stop_gradient(loss), ts.init_loss)
         meta = self._normalize(jnp.asarray(measured, jnp.float32), init_loss)
-        if self.meta_loss == "train":
-            valid = ~ts.fresh
-        else:
-            valid = ~needs_reset
+        valid = ~ts.fresh if self.meta_loss == "train" else ~needs_reset
         finite = jnp.all(jnp.isfinite(loss))
         advanced = TaskState(cfg=ts.cfg, step=jnp.where(finite, ts.step + 1, ts.length),
                              length=ts.length, fresh=jnp.zeros((), bool), params=new_params,
                              opt_state=new_opt_state, model_state=new_mstate, init_loss=init_loss)
+        return advanced, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss)
+
+    def reset_where(self, theta_b: Any, ts: TaskState, reset: jax.Array, key: jax.Array,
+                    outer_step: jax.Array) -> TaskState:
+        """``ts`` with a freshly sampled task (new cfg, w_0, optimizer state, length) if ``reset``."""
+        num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
+        k_reset = jax.random.split(key, 5)[4]
         cfg, length, params0, opt_state0, mstate0 = self.fresh_task(theta_b, k_reset, outer_step, num_branches)
-        reset = TaskState(cfg=cfg, step=jnp.zeros((), jnp.int32), length=length, fresh=jnp.ones((), bool),
+        fresh = TaskState(cfg=cfg, step=jnp.zeros((), jnp.int32), length=length, fresh=jnp.ones((), bool),
                           params=params0, opt_state=opt_state0, model_state=mstate0,
                           init_loss=jnp.ones((num_branches,), jnp.float32))
-        new_state = _where(needs_reset, reset, advanced)
-        return new_state, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss)
+        return _where(reset, fresh, ts)
+
+    def step(self, theta_b: Any, ts: TaskState, key: jax.Array, outer_step: jax.Array):
+        """One inner step of one task for its B branches -> ``(new_state, StepOutput)``."""
+        advanced, out = self.advance(theta_b, ts, key)
+        new_state = jax.lax.cond(out.reset, lambda s: self.reset_where(theta_b, s, out.reset, key, outer_step),
+                                 lambda s: s, advanced)
+        return new_state, out
 
     def unroll_task(self, theta_b: Any, ts: TaskState, key: jax.Array, num_steps: int,
                     outer_step: jax.Array = 0, checkpoint: bool = False):
@@ -246,9 +260,25 @@ class InnerProblem:
                outer_step: jax.Array = 0, checkpoint: bool = False):
         """Vectorized truncated step: all N tasks (``theta_nb`` is ``[N, B, ...]``).
 
-        Returns ``(state, StepOutput)`` with outputs shaped ``[N, K, ...]`` (task axis first).
+        ``lax.scan`` over steps of the task-vmapped step; the (comparatively expensive) reset
+        path runs under one batch-level ``lax.cond`` only on steps where some task resets.
+        Same keys and results as N separate :meth:`unroll_task` runs. Returns
+        ``(state, StepOutput)`` with outputs shaped ``[N, K, ...]`` (task axis first).
         """
         n = ts.step.shape[0]
-        keys = jax.random.split(key, n)
-        return jax.vmap(lambda th, s, k: self.unroll_task(th, s, k, num_steps, outer_step, checkpoint))(
-            theta_nb, ts, keys)
+        keys = jax.vmap(lambda k: jax.random.split(k, num_steps))(jax.random.split(key, n))  # [N, K]
+        keys = jnp.swapaxes(keys, 0, 1)  # [K, N]
+
+        def body(state, k):
+            advanced, out = jax.vmap(self.advance)(theta_nb, state, k)
+            new_state = jax.lax.cond(
+                jnp.any(out.reset),
+                lambda s: jax.vmap(lambda th, si, r, kk: self.reset_where(th, si, r, kk, outer_step))(
+                    theta_nb, s, out.reset, k),
+                lambda s: s, advanced)
+            return new_state, out
+
+        if checkpoint:
+            body = jax.checkpoint(body)
+        final, out = jax.lax.scan(body, ts, keys)
+        return final, jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), out)

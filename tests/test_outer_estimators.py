@@ -46,6 +46,7 @@ def test_full_grad_matches_finite_differences():
                                    float(jnp.mean(values(theta, state, task_key))), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_full_es_and_smoothed_rp_estimate_the_smoothed_gradient():
     """E[full-horizon ES] and E[smoothed RP] = d/dθ E_z[F(θ + σz)], the latter computed by
     Gauss-Hermite quadrature of exact full-horizon gradients on the same tasks."""
@@ -89,6 +90,7 @@ def _episode_sum(est, theta, key, num_unrolls):
     return jax.jit(jax.vmap(run))(jax.random.split(key, 6))
 
 
+@pytest.mark.slow
 def test_pes_unbiased_where_truncation_is_biased():
     """SGD's log-lr on an ill-conditioned quadratic (κ = 100): averaged over whole episodes
     (T = 39 updates = 10 truncations of K = 4), PES matches the full-horizon ES gradient, while truncated backprop and truncated ES are an order of magnitude too small."""
