@@ -154,6 +154,7 @@ def test_family_config_lists():
     assert cfg["hidden_sizes"] == [8, 4] and set(cfg["initializers"]) <= set(INITIALIZERS)
 
 
+@pytest.mark.slow
 def test_conv_family_vmap_matches_loop(data):
     from tasks.conv import ConvTask
     from tasks.families import ConvFamily

@@ -94,7 +94,8 @@ def test_logistic_regression_on_digits():
 # --- conv ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw", [
-    dict(channels=[4], strides=1, pooling="max", head="fc", padding="VALID"),
+    pytest.param(dict(channels=[4], strides=1, pooling="max", head="fc", padding="VALID"),
+                 marks=pytest.mark.slow),
     dict(channels=[3, 4], strides=[1, 2], pooling="avg", head="squared_mean", activation="elu"),
 ])
 def test_conv_gradient_fd(images, kw):
@@ -189,7 +190,7 @@ def _toy_text(vocab=11, seq_len=6, n=64, seed=0):
     return ds
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", pytest.param("gru", marks=pytest.mark.slow), "lstm"])
 def test_char_rnn_gradient_fd(cell):
     with jax.enable_x64(True):
         ds = _toy_text()

@@ -99,7 +99,8 @@ def test_rescale_and_log_wrappers():
         assert float(lg.loss({"x": jnp.asarray(x_star)}, None)) == pytest.approx(np.log(1e-8), abs=1e-3)
 
 
-@pytest.mark.parametrize("mode", ["global", "tensor", "parameter"])
+@pytest.mark.parametrize("mode", [pytest.param("global", marks=pytest.mark.slow),
+                                  pytest.param("tensor", marks=pytest.mark.slow), "parameter"])
 def test_reparam_same_function_chain_rule(mode):
     with jax.enable_x64(True):
         data = toy_image_datasets(n=64, batch_size=16)
