@@ -22,7 +22,8 @@ float64 policy
     objectives) run inside ``jax.enable_x64(True)`` so a float64 problem is computed in float64
     end to end; otherwise the ambient JAX configuration is left alone and each leaf is computed
     in its own dtype (scipy still sees float64). ``jax_enable_x64`` is never flipped globally.
-    On float64 problems the iterates are those of scipy on the packed vector.
+    On float64 problems the iterates and evaluation counts are those of scipy run directly on the
+    packed vector (up to the rounding differences between autodiff and a hand-written gradient).
 
 NaN / inf policy (``options["nan_policy"]``)
     ``"stop"`` (default): a non-finite value or gradient ends the run with ``success=False``,
@@ -37,8 +38,9 @@ Bounds
     ``lb_dict=``/``ub_dict=``: trees matching x0 whose leaves may be arrays of the leaf's shape,
     scalars (broadcast), ``None`` or ±inf (unbounded); a single scalar/None applies to every
     leaf. ``lb > ub`` → ValueError. A method that cannot handle bounds → ValueError (scipy itself
-    would only warn and ignore them). The objective is only ever evaluated inside the box:
-    points a method proposes outside it are projected, ``f(clip(x, lb, ub))``.
+    would only warn and ignore them). The objective is only ever evaluated inside the box: x0 is
+    projected into it, and points a method proposes outside it (COBYLA can) are evaluated as
+    ``f(clip(x, lb, ub))`` with the gradient ``∇f`` at the projected point.
 
 Extra arguments
     ``fun(x, *args)`` (also ``jac``, ``hess``, ``hessp``). Array leaves of ``args`` (NumPy/JAX
@@ -48,8 +50,9 @@ Extra arguments
 Callbacks
     ``callback(x_dict)`` or ``callback(intermediate_result)`` (an OptimizeResult with ``x`` as a
     dict, ``fun`` and ``nit``), called once per iteration. Returning ``True`` (or raising
-    ``StopIteration``) stops any method cleanly: ``success=False``, ``status=99``, ``x`` = the
-    iterate passed to the callback, ``fun = fun(x)``.
+    ``StopIteration``) stops any method cleanly: ``success=False``, ``status=99``, ``fun = fun(x)``
+    and, for local methods and the optax path, ``x`` = the iterate passed to the callback (global
+    optimizers return their best point so far). Callbacks run inside the float64 context above.
 
 Global optimizers
     ``method`` in ``{"basinhopping", "dual_annealing", "differential_evolution", "shgo"}``;
