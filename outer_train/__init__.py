@@ -8,9 +8,16 @@
 * :mod:`outer_train.trainer` — :func:`train` (outer Adam, NaN guards, logs, atomic checkpoints,
   exact resume); :mod:`outer_train.config` — :class:`TrainConfig` and :func:`presets`;
 * :mod:`outer_train.cli` — ``learned-opt train``.
+
+Meta-loss: per inner step the training loss divided by the same trajectory's initial training loss
+(``L(w_t)/L(w_0)``, so every task starts at 1; clipped to [-2, 2], NaN/inf -> 2), or for TaskSet
+mixtures ``tasksets.normalize_with`` with the task's stored statistics; optionally measured on an
+``outer_valid`` batch after the update. Each trajectory of T updates contributes T θ-dependent
+measurements; the loss of the fresh parameters (the step after a reset) is masked.
 """
 from __future__ import annotations
 
+from outer_train.build import build_estimator, build_family, build_lopt
 from outer_train.config import TrainConfig, apply_overrides, load_config, preset, presets
 from outer_train.estimators import (ESTIMATORS, EstimatorState, GradientEstimator, MixtureEstimator,
                                     es, full_es, full_grad, hybrid, make_estimator, pes, smoothed_rp,
@@ -22,7 +29,8 @@ from outer_train.unroll import FixedTaskFamily, InnerProblem, StepOutput, TaskSt
 __all__ = [
     "ConstantSchedule", "ESTIMATORS", "EstimatorState", "FixedTaskFamily", "GradientEstimator",
     "InnerProblem", "LogUniformSchedule", "MixtureEstimator", "StepOutput", "TaskState",
-    "TrainConfig", "TrainResult", "TrainState", "apply_overrides", "es", "full_es", "full_grad",
+    "TrainConfig", "TrainResult", "TrainState", "apply_overrides", "build_estimator", "build_family",
+    "build_lopt", "es", "full_es", "full_grad",
     "hybrid", "initial_offsets", "load_config", "make_estimator", "make_schedule", "pes", "preset",
     "presets", "smoothed_rp", "tbptt", "train",
 ]
