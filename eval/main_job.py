@@ -42,6 +42,25 @@ SUITES = ("indist", "ood")
 BASELINES = ("adam", "L-BFGS-B")
 
 
+def eval_suites(quick: bool) -> dict:
+    """The evaluation suites of the run: ``indist`` and ``ood`` (with --quick, 2 tasks of each at
+    a quarter of the horizon — a smoke test, not a measurement)."""
+    import dataclasses
+
+    from eval.suites import FromTaskset, get_suite
+
+    suites = {name: get_suite(name) for name in SUITES}
+    if quick:
+        suites = {
+            "indist": dataclasses.replace(suites["indist"], name="indist-quick",
+                                          entries=(FromTaskset("heldout", per_family=1, limit=2, num_steps=50),)),
+            "ood": dataclasses.replace(suites["ood"], name="ood-quick",
+                                       entries=(FromTaskset("ood_dataset", per_family=1, limit=1, num_steps=50),
+                                                FromTaskset("ood_horizon", per_family=1, limit=1, num_steps=250))),
+        }
+    return suites
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="learned-opt run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -198,17 +217,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     training = _training_summary(train_dir, result, train_seconds)
 
     import learned_opt
-    from eval.compare import evaluate_suites
-    from eval.report import summary_table
+    from eval.methods import learned_method
+    from eval.pipeline import run_suite
+    from eval.report import summary_table, write_report
 
     lopt, theta = learned_opt.load(train_dir)
     ckpt = os.path.join(out, "checkpoint.lopt")
     shutil.copyfile(learned_opt.checkpoint.latest_checkpoint(train_dir), ckpt)
     method = f"learned-{cfg.optimizer}"
     print(f"[run] evaluating {method} on {', '.join(SUITES)} ({seeds} seed(s))", file=sys.stderr, flush=True)
-    results = evaluate_suites(lopt, theta, SUITES, out, seeds=seeds, name=method,
-                              baselines=list(BASELINES)) if _accepts_baselines() else \
-        evaluate_suites(lopt, theta, SUITES, out, seeds=seeds, name=method)
+    results = {}
+    for name, suite in eval_suites(args.quick).items():
+        res = run_suite([learned_method(lopt, theta, name=method)], suite, seeds=seeds,
+                        baselines=list(BASELINES), verbose=True)
+        res["outputs"] = write_report(res, os.path.join(out, name))
+        results[name] = res
     q = quality(results, method)
     config = cfg.to_dict()
     report = render_report(config, training, q, {s: summary_table(r) for s, r in results.items()}, method)
@@ -224,13 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[run] wrote {out}/report.md, {out}/results.json, plots under {out}/<suite>/, {ckpt} "
           f"({(time.perf_counter() - t0) / 60:.1f} min)", file=sys.stderr)
     return 0
-
-
-def _accepts_baselines() -> bool:
-    import inspect
-
-    from eval.compare import evaluate_suites
-    return "baselines" in inspect.signature(evaluate_suites).parameters
 
 
 def _json_default(o: Any) -> Any:
