@@ -84,9 +84,11 @@ def load_state(run_dir: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         leaves = []
         for i, t in enumerate(t_leaves):
             a = data[f"leaf_{i:05d}"]
-            t = np.asarray(jax.device_get(t)) if not isinstance(t, np.ndarray) else t
-            if a.shape != t.shape or a.dtype != t.dtype:
+            # shape/dtype without fetching: the template may be sharded across processes
+            t_shape = tuple(t.shape) if hasattr(t, "shape") else np.shape(t)
+            t_dtype = np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype
+            if a.shape != t_shape or a.dtype != t_dtype:
                 raise ValueError(f"{path}: leaf {i} is {a.dtype}{list(a.shape)}, expected "
-                                 f"{t.dtype}{list(t.shape)}")
+                                 f"{t_dtype}{list(t_shape)}")
             leaves.append(jax.numpy.asarray(a))
     return jax.tree_util.tree_unflatten(t_def, leaves), header["info"]

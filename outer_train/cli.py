@@ -9,6 +9,13 @@ Examples::
 
 Precedence: preset/config file < dedicated options (--estimator, --outer-steps, ...) < --set.
 With ``--resume`` and no ``--config``/``--preset``, the run directory's ``config.json`` is used.
+
+Scale-out (:mod:`outer_train.distributed`): with more than one device the task batch is sharded
+over all of them (``--devices auto``, the default; ``--devices 1`` disables). ``--host-devices N``
+splits a CPU into N XLA devices. Multi-host: start one process per host with
+``--coordinator HOST:PORT --num-processes N --process-id I`` (or the environment variables
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``; or ``--distributed`` to
+let JAX detect SLURM / Open MPI / TPU-pod settings); the run directory must be shared.
 """
 from __future__ import annotations
 
@@ -47,7 +54,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-cache", metavar="DIR",
                    help="enable JAX's persistent compilation cache in DIR")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    g = p.add_argument_group("devices and hosts")
+    g.add_argument("--devices", type=_devices_arg, metavar="auto|N",
+                   help="devices to shard the task batch over (default: config 'devices', auto = all)")
+    g.add_argument("--host-devices", type=_host_devices_arg, metavar="N|auto",
+                   help="split the CPU into N XLA devices (auto: one per core); set before JAX starts")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0's coordinator service (multi-process training)")
+    g.add_argument("--num-processes", type=int, help="number of processes (multi-process training)")
+    g.add_argument("--process-id", type=int, help="this process's index in [0, num-processes)")
+    g.add_argument("--distributed", action="store_true",
+                   help="initialize JAX's multi-process runtime, detecting missing settings from "
+                        "SLURM / Open MPI / TPU pod environments")
     return p
+
+
+def _devices_arg(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an int >= 1, got {text!r}")
+    return value
+
+
+def _host_devices_arg(text: str):
+    return (os.cpu_count() or 1) if text == "auto" else _devices_arg(text)
+
+
+def setup_runtime(args: argparse.Namespace) -> None:
+    """Host device count and multi-process runtime; must precede every JAX computation."""
+    from outer_train import distributed
+    if args.host_devices is not None:
+        distributed.set_host_devices(args.host_devices)
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                           auto_detect=args.distributed)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -66,7 +110,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
               "out": args.out, "seed": args.seed, "num_tasks": args.num_tasks,
               "unroll_length": args.unroll_length, "trunc_length": args.trunc_length,
               "outer_lr": args.outer_lr, "sigma": args.sigma, "checkpoint_every": args.checkpoint_every,
-              "time_budget": args.time_budget}
+              "time_budget": args.time_budget, "devices": getattr(args, "devices", None)}
     direct = {k: v for k, v in direct.items() if v is not None}
     if args.optimizer is not None and args.optimizer != config.optimizer:
         direct["optimizer_kwargs"] = {}  # the preset's kwargs belong to its optimizer
@@ -90,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=1))
         return 0
+    try:
+        setup_runtime(args)
+        import warnings
+        from outer_train.distributed import resolve_device_count
+        with warnings.catch_warnings():  # fail early on a bad device count; train() warns itself
+            warnings.simplefilter("ignore")
+            resolve_device_count(config.devices, config.num_tasks)
+    except (ValueError, RuntimeError) as err:
+        print(f"learned-opt train: {err}", file=sys.stderr)
+        return 2
     if args.compile_cache:
         import jax
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
@@ -100,5 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"step": result.step, "stopped": result.stopped, "num_dropped": result.num_dropped,
                       "meta_loss": last.get("meta_loss"), "out": result.out,
                       "compile_seconds": result.compile_seconds,
-                      "inner_steps_per_second": result.inner_steps_per_second}))
+                      "inner_steps_per_second": result.inner_steps_per_second,
+                      "devices": result.num_devices}))
     return 0

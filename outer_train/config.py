@@ -40,6 +40,11 @@ class TrainConfig:
     ``grad_clip`` (0 disables), ``outer_steps`` steps; ``checkpoint_every`` outer steps a full
     resume checkpoint and a θ file are written to ``out``; ``time_budget`` minutes stops early
     (after a checkpoint).
+
+    Devices: ``devices`` is ``"auto"`` (shard the task axis over all devices — every process's
+    in a multi-process run — when there is more than one) or an int (exactly that many; 1 = no
+    sharding); ``num_tasks`` must be divisible by the device count. Results do not depend on it
+    beyond float rounding (see :mod:`outer_train.distributed`).
     """
 
     name: str = "custom"
@@ -72,6 +77,7 @@ class TrainConfig:
     out: str | None = None
     progress: bool = True
     tensorboard: bool = True
+    devices: Any = "auto"
 
     def __post_init__(self):
         self.validate()
@@ -125,6 +131,9 @@ class TrainConfig:
         number("outer_lr", positive=True)
         number("grad_clip")
         number("time_budget", positive=True, allow_none=True)
+        if not (self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)
+                                           and self.devices >= 1)):
+            raise ValueError(f"config key 'devices' must be 'auto' or an int >= 1, got {self.devices!r}")
         for name in ("random_offsets", "progress", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"config key {name!r} must be true or false, got {getattr(self, name)!r}")

@@ -88,7 +88,9 @@ class GradientEstimator:
     Call ``init(key, theta) -> state`` once, then ``estimator(theta, state, key)`` — a pure
     function suitable for ``jax.jit``. ``num_tasks`` is N; ``unroll_length`` is K (ignored by the
     full-horizon kinds); ``sigma`` the ES / smoothing standard deviation; ``random_offsets``
-    desynchronizes the tasks' first trajectories.
+    desynchronizes the tasks' first trajectories. ``task_constraint`` (optional) maps a pytree of
+    per-task arrays (task axis first) to itself; :mod:`outer_train.distributed` sets it to a
+    sharding constraint that splits the task axis over devices (values are unchanged).
     """
 
     kind: str
@@ -98,6 +100,7 @@ class GradientEstimator:
     sigma: float = 0.01
     random_offsets: bool = True
     horizon: str = "truncated"
+    task_constraint: Any = None
 
     def __post_init__(self):
         if self.kind not in ESTIMATORS:
@@ -115,6 +118,12 @@ class GradientEstimator:
                              f"for ES / backprop), not {self.kind!r}")
         if not isinstance(self.problem, InnerProblem):
             raise TypeError(f"problem must be an InnerProblem, got {type(self.problem).__name__}")
+        if self.task_constraint is not None and not callable(self.task_constraint):
+            raise TypeError(f"task_constraint must be callable or None, got {self.task_constraint!r}")
+
+    def _per_task(self, tree: Any) -> Any:
+        """``tree`` (per-task arrays) through ``task_constraint`` (identity when unset)."""
+        return tree if self.task_constraint is None else self.task_constraint(tree)
 
     # --------------------------------------------------------------------------- properties
     @property
@@ -157,9 +166,9 @@ class GradientEstimator:
         flat, _ = ravel_pytree(theta)
         if self.full_horizon:
             return EstimatorState(tasks=None, accum=None, outer_step=jnp.zeros((), jnp.int32))
-        tasks = self.problem.init_tasks(self._broadcast_theta(theta, self.state_branches), key,
-                                        jnp.zeros((), jnp.int32), self.random_offsets)
-        accum = jnp.zeros((self.num_tasks, flat.size), flat.dtype) if self.kind == "pes" else None
+        tasks = self._per_task(self.problem.init_tasks(self._broadcast_theta(theta, self.state_branches), key,
+                                                       jnp.zeros((), jnp.int32), self.random_offsets))
+        accum = self._per_task(jnp.zeros((self.num_tasks, flat.size), flat.dtype)) if self.kind == "pes" else None
         return EstimatorState(tasks=tasks, accum=accum, outer_step=jnp.zeros((), jnp.int32))
 
     # ------------------------------------------------------------------------------ helpers
@@ -228,7 +237,7 @@ class GradientEstimator:
                                          random_offset=False)
         else:
             ts = _first_branch(state.tasks)
-        flat_nb = jnp.broadcast_to(flat, (self.num_tasks, 1, flat.size))
+        flat_nb, ts = self._per_task((jnp.broadcast_to(flat, (self.num_tasks, 1, flat.size)), ts))
         _, (vals, _, _, _) = self._objective(flat_nb, ts, k_unroll, state.outer_step, unravel)
         return vals[:, 0]
 
@@ -244,6 +253,7 @@ class GradientEstimator:
         k_init, k_unroll = jax.random.split(task_key)
         sigma = jnp.asarray(self.sigma, flat.dtype)
         eps = self.perturbations(eps_key, theta)
+        eps = None if eps is None else self._per_task(eps)
         if self.antithetic:
             flat_nb = jnp.stack([flat + eps, flat - eps], axis=1)
         elif self.kind == "smoothed_rp":
@@ -251,6 +261,7 @@ class GradientEstimator:
         else:
             flat_nb = jnp.broadcast_to(flat, (n, 1, d))
         ts = self._start_state(unravel(flat), state, k_init)
+        flat_nb, ts = self._per_task((flat_nb, ts))
         objective = lambda fb: self._objective(fb, ts, k_unroll, state.outer_step, unravel)  # noqa: E731
         if self.differentiates:
             (_, (values, new_ts, out, w)), grads_b = jax.value_and_grad(objective, has_aux=True)(

@@ -15,6 +15,11 @@ is written atomically to ``<out>/resume.npz`` (see :mod:`outer_train.checkpointi
 ``resume=True`` restores the state, truncates ``metrics.jsonl`` to it and continues: since the
 step's key is ``fold_in(key, step)`` and everything else is in the state, the resumed run is
 bit-identical to an uninterrupted one.
+
+With more than one device (``config.devices``), the task axis of the estimator state is sharded
+over a 1-D device mesh and θ is replicated (:mod:`outer_train.distributed`); in a multi-process
+run only process 0 writes checkpoints, θ files and logs, and every process reads the checkpoint on
+resume.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ class TrainResult:
     stopped: str  # "completed" or "time_budget"
     compile_seconds: float
     inner_steps_per_second: float
+    num_devices: int = 1  # devices the task batch was sharded over (all processes)
 
 
 def make_outer_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -93,11 +99,15 @@ def make_outer_step(estimator: Any, outer_opt: optax.GradientTransformation) -> 
 
 
 def init_state(config: TrainConfig, lopt: Any, estimator: Any,
-               outer_opt: optax.GradientTransformation) -> TrainState:
-    """The step-0 state of a run (deterministic in ``config.seed``)."""
+               outer_opt: optax.GradientTransformation,
+               est_init: Callable[[jax.Array, Any], Any] | None = None) -> TrainState:
+    """The step-0 state of a run (deterministic in ``config.seed``).
+
+    ``est_init(key, theta)`` replaces ``jax.jit(estimator.init)`` (e.g. with sharded outputs).
+    """
     k_theta, k_est, k_loop = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     theta = jax.tree_util.tree_map(jnp.asarray, lopt.init(k_theta))
-    est_state = jax.jit(estimator.init)(k_est, theta)
+    est_state = (jax.jit(estimator.init) if est_init is None else est_init)(k_est, theta)
     return TrainState(theta=theta, opt_state=outer_opt.init(theta), est_state=est_state,
                       step=jnp.zeros((), jnp.int32), key=k_loop, num_dropped=jnp.zeros((), jnp.int32))
 
@@ -129,24 +139,37 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     from outer_train.build import build_estimator, build_lopt
+    from outer_train.distributed import make_layout
     lopt = build_lopt(config) if lopt is None else lopt
     estimator = build_estimator(config, lopt) if estimator is None else estimator
     outer_opt = make_outer_optimizer(config)
-    state = init_state(config, lopt, estimator, outer_opt)
+    layout = make_layout(config.devices, estimator)  # None: one device, the plain path
+    if layout is None:
+        state = init_state(config, lopt, estimator, outer_opt)
+    else:
+        estimator = layout.shard_estimator(estimator)
+        state = layout.put(init_state(config, lopt, estimator, outer_opt,
+                                      est_init=layout.estimator_init(estimator)))
+    writer = layout is None or layout.is_writer
     out = Path(config.out) if config.out else None
+    if resume and out is None:
+        raise ValueError("resume=True needs config.out (the run directory)")
+    if layout is not None:
+        layout.barrier("outer_train.start")  # nobody reads a checkpoint another process is writing
     resumed_from = None
-    if resume:
-        if out is None:
-            raise ValueError("resume=True needs config.out (the run directory)")
-        if checkpointing.has_state(out):
-            state, _ = checkpointing.load_state(out, state)
-            resumed_from = int(state.step)
-    if out is not None:
+    if resume and checkpointing.has_state(out):
+        state, _ = checkpointing.load_state(out, state)
+        state = state if layout is None else layout.put(state)
+        resumed_from = int(state.step)
+    if layout is not None:
+        layout.barrier("outer_train.resumed")
+    if out is not None and writer:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-    logger = MetricsLogger(out, resume_step=resumed_from, tensorboard=config.tensorboard)
-    step_fn = jax.jit(make_outer_step(estimator, outer_opt))
-    bar = _progress(config, int(state.step))
+    logger = MetricsLogger(out if writer else None, resume_step=resumed_from, tensorboard=config.tensorboard)
+    step_fn = (jax.jit(make_outer_step(estimator, outer_opt)) if layout is None
+               else layout.jit_step(make_outer_step(estimator, outer_opt), state))
+    bar = _progress(config, int(state.step)) if writer else None
     history: list[dict] = []
     start_time = time.time()
     stopped = "completed"
@@ -159,8 +182,12 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
         if out is None:
             return
         step = int(s.step)
-        checkpointing.save_state(out, s, {"step": step, "config": config.to_dict()})
-        _save_theta(out, step, lopt, s.theta, config)
+        host = s if layout is None else layout.gather(s)  # a collective across processes
+        if writer:
+            checkpointing.save_state(out, host, {"step": step, "config": config.to_dict()})
+            _save_theta(out, step, lopt, host.theta, config)
+        if layout is not None:
+            layout.barrier(f"outer_train.checkpoint.{step}")
         last_saved = step
 
     try:
@@ -193,9 +220,11 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
                                 steps_s=f"{record['inner_steps_per_s']:.0f}")
             if step % config.checkpoint_every == 0 or step == config.outer_steps:
                 checkpoint(state)
-            if config.time_budget is not None and time.time() - start_time > 60.0 * config.time_budget:
-                stopped = "time_budget"
-                break
+            if config.time_budget is not None:
+                over = time.time() - start_time > 60.0 * config.time_budget
+                if over if layout is None else layout.agree(over):  # every process stops together
+                    stopped = "time_budget"
+                    break
         if int(state.step) != last_saved:
             checkpoint(state)
     finally:
@@ -206,4 +235,5 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
                        num_dropped=int(state.num_dropped), history=history,
                        out=str(out) if out else None, stopped=stopped,
                        compile_seconds=compile_seconds,
-                       inner_steps_per_second=total_inner / total_time if total_time > 0 else math.nan)
+                       inner_steps_per_second=total_inner / total_time if total_time > 0 else math.nan,
+                       num_devices=1 if layout is None else layout.num_devices)
