@@ -5,7 +5,9 @@
 states of the N tasks and their ± branches, PES accumulators, perturbations ε) carries the task
 axis first; a 1-D :class:`jax.sharding.Mesh` over D devices (axis name :data:`AXIS`) splits that
 axis into D contiguous blocks of N/D tasks, while θ, the outer optimizer state, counters and keys
-are replicated. The estimator's task mean ``g = Σ_i g_i / n_ok`` then becomes a per-device partial
+are replicated. Each device unrolls its block of tasks on its own (``jax.shard_map`` around
+:meth:`~outer_train.unroll.InnerProblem.unroll_keys`, with per-task keys drawn globally first), so
+the inner loop communicates nothing. The estimator's task mean ``g = Σ_i g_i / n_ok`` then becomes a per-device partial
 sum followed by one all-reduce of the D_θ-vector (inserted by the XLA partitioner, not written by
 hand); the outer Adam update runs replicated. Per step the network carries
 ``bytes(θ) (+ a few scalars)`` per device — see :func:`allreduce_bytes`.
@@ -228,6 +230,16 @@ class TaskLayout:
         return jax.tree_util.tree_map(
             lambda x: jax.lax.with_sharding_constraint(x, self._task_leaf(x)), tree)
 
+    def map_tasks(self, fn: Callable) -> Callable:
+        """``fn(theta_nb, ts, keys, outer_step)`` run per device on its block of tasks (shard_map).
+
+        All arguments but ``outer_step`` (replicated) and all outputs have the task axis first.
+        The tasks' unrolls are independent, so nothing is communicated inside; in particular the
+        per-inner-step "does any task reset" test becomes local to each device's block.
+        """
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=(P(AXIS), P(AXIS), P(AXIS), P()),
+                             out_specs=P(AXIS), check_vma=False)  # no collectives inside
+
     def _est_shardings(self, est_state: Any) -> Any:
         if _is_mixture_state(est_state):
             return type(est_state)(tuple(self._est_shardings(m) for m in est_state.members))
@@ -252,11 +264,11 @@ class TaskLayout:
         members = getattr(estimator, "members", None)
         if members is not None:
             return dataclasses.replace(estimator, members=tuple(self.shard_estimator(m) for m in members))
-        if dataclasses.is_dataclass(estimator) and any(f.name == "task_constraint"
+        if dataclasses.is_dataclass(estimator) and any(f.name == "task_layout"
                                                        for f in dataclasses.fields(estimator)):
             for n in _task_counts(estimator):
                 check_divisible(n, self.num_devices)
-            return dataclasses.replace(estimator, task_constraint=self.constrain)
+            return dataclasses.replace(estimator, task_layout=self)
         return estimator  # unknown estimator type: rely on sharding propagation from the state
 
     def estimator_init(self, estimator: Any) -> Callable[[jax.Array, Any], Any]:

@@ -88,9 +88,11 @@ class GradientEstimator:
     Call ``init(key, theta) -> state`` once, then ``estimator(theta, state, key)`` — a pure
     function suitable for ``jax.jit``. ``num_tasks`` is N; ``unroll_length`` is K (ignored by the
     full-horizon kinds); ``sigma`` the ES / smoothing standard deviation; ``random_offsets``
-    desynchronizes the tasks' first trajectories. ``task_constraint`` (optional) maps a pytree of
-    per-task arrays (task axis first) to itself; :mod:`outer_train.distributed` sets it to a
-    sharding constraint that splits the task axis over devices (values are unchanged).
+    desynchronizes the tasks' first trajectories. ``task_layout`` (optional, set by
+    :meth:`outer_train.distributed.TaskLayout.shard_estimator`) places the task axis on devices:
+    ``task_layout.constrain(tree)`` returns a pytree of per-task arrays with a sharding constraint
+    and ``task_layout.map_tasks(fn)`` runs ``fn(theta_nb, ts, keys, outer_step)`` per block of tasks
+    (values are unchanged).
     """
 
     kind: str
@@ -100,7 +102,7 @@ class GradientEstimator:
     sigma: float = 0.01
     random_offsets: bool = True
     horizon: str = "truncated"
-    task_constraint: Any = None
+    task_layout: Any = None
 
     def __post_init__(self):
         if self.kind not in ESTIMATORS:
@@ -118,12 +120,13 @@ class GradientEstimator:
                              f"for ES / backprop), not {self.kind!r}")
         if not isinstance(self.problem, InnerProblem):
             raise TypeError(f"problem must be an InnerProblem, got {type(self.problem).__name__}")
-        if self.task_constraint is not None and not callable(self.task_constraint):
-            raise TypeError(f"task_constraint must be callable or None, got {self.task_constraint!r}")
+        if self.task_layout is not None and not (hasattr(self.task_layout, "constrain")
+                                                 and hasattr(self.task_layout, "map_tasks")):
+            raise TypeError(f"task_layout must have constrain() and map_tasks(), got {self.task_layout!r}")
 
     def _per_task(self, tree: Any) -> Any:
-        """``tree`` (per-task arrays) through ``task_constraint`` (identity when unset)."""
-        return tree if self.task_constraint is None else self.task_constraint(tree)
+        """``tree`` (per-task arrays) with the layout's sharding constraint (identity when unset)."""
+        return tree if self.task_layout is None else self.task_layout.constrain(tree)
 
     # --------------------------------------------------------------------------- properties
     @property
@@ -189,8 +192,15 @@ class GradientEstimator:
         gradients ``[N, B, D]`` in one backward pass.
         """
         theta_nb = jax.vmap(jax.vmap(unravel))(flat_nb)
-        new_ts, out = self.problem.unroll(theta_nb, ts, key, self.steps_per_call, outer_step,
-                                          checkpoint=self.full_horizon and self.differentiates)
+        keys = self._per_task(self.problem.task_keys(key, self.num_tasks, self.steps_per_call))
+        checkpoint = self.full_horizon and self.differentiates
+
+        def run(th, s, k, o):
+            return self.problem.unroll_keys(th, s, k, o, checkpoint)
+
+        if self.task_layout is not None:
+            run = self.task_layout.map_tasks(run)
+        new_ts, out = run(theta_nb, ts, keys, outer_step)
         w = self._weights(out)  # [N, K]
         values = jnp.sum(w[..., None] * out.meta, axis=1)  # [N, B]
         return jnp.sum(values), (values, new_ts, out, w)

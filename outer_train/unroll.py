@@ -256,6 +256,11 @@ class InnerProblem:
             body = jax.checkpoint(body)
         return jax.lax.scan(body, ts, keys)
 
+    @staticmethod
+    def task_keys(key: jax.Array, num_tasks: int, num_steps: int) -> jax.Array:
+        """The ``[N, K]`` per-task, per-step keys an :meth:`unroll` with ``key`` uses."""
+        return jax.vmap(lambda k: jax.random.split(k, num_steps))(jax.random.split(key, num_tasks))
+
     def unroll(self, theta_nb: Any, ts: TaskState, key: jax.Array, num_steps: int,
                outer_step: jax.Array = 0, checkpoint: bool = False):
         """Vectorized truncated step: all N tasks (``theta_nb`` is ``[N, B, ...]``).
@@ -265,8 +270,17 @@ class InnerProblem:
         Same keys and results as N separate :meth:`unroll_task` runs. Returns
         ``(state, StepOutput)`` with outputs shaped ``[N, K, ...]`` (task axis first).
         """
-        n = ts.step.shape[0]
-        keys = jax.vmap(lambda k: jax.random.split(k, num_steps))(jax.random.split(key, n))  # [N, K]
+        keys = self.task_keys(key, ts.step.shape[0], num_steps)
+        return self.unroll_keys(theta_nb, ts, keys, outer_step, checkpoint)
+
+    def unroll_keys(self, theta_nb: Any, ts: TaskState, keys: jax.Array, outer_step: jax.Array = 0,
+                    checkpoint: bool = False):
+        """:meth:`unroll` given its ``[N, K]`` keys (:meth:`task_keys`).
+
+        Every input but ``outer_step`` and every output carries the task axis first and tasks do
+        not interact, so any block of tasks can be unrolled on its own (what a device of a
+        sharded run does): the batch-level reset test then only looks at the block's tasks.
+        """
         keys = jnp.swapaxes(keys, 0, 1)  # [K, N]
 
         def body(state, k):
