@@ -5,8 +5,10 @@ per outer step, PES, MLP learned optimizer; (a) 10-dim quadratics, (c) an 8x8 di
 device count runs in its own process (the CPU is split into N XLA devices with
 ``outer_train.distributed.set_host_devices`` before JAX starts); N = 1 is the plain unsharded
 path, N > 1 shards the task axis (``TaskLayout``) exactly as ``train`` does. Throughput is the
-median over ``--repeats`` blocks of ``--steps`` outer steps (metrics fetched every step, as the
-trainer does).
+median over ``--rounds`` fresh processes (interleaved 1, 2, 1, 2, ... to spread the drift of a
+shared machine's load) x ``--repeats`` blocks of ``--steps`` outer steps (metrics fetched every
+step, as the trainer does). "cores used" is process CPU time / wall time while timing: a
+2-device run that gets less than 2 cores is starved by other load and cannot show its speedup.
 
 Communication is read from the compiled program: every all-reduce in the partitioned HLO with its
 payload (ops inside the inner-step loop run ``unroll_length`` times per outer step). The payload
@@ -14,7 +16,8 @@ is dominated by the meta-gradient (= bytes of θ); the loop carries one 1-byte p
 step (the batch-level "did any task reset" test). A 2-device all-reduce of θ's size is timed too.
 
 Projection to P devices (weak scaling: 8 tasks per device, so each device does the measured
-per-device work per outer step, t_dev = 1/per-device throughput x per-device inner steps):
+per-device work per outer step, t_dev = 1/per-device throughput x per-device inner steps; the
+per-device throughput is the 1-device run's rate per CPU core it got):
 
     t_step(P) = t_dev + n_loop * lat(P) + [lat(P) + 2 (P-1)/P * bytes / bw] + n_other * lat(P)
     lat(P) = 2 * ceil(log2 P) * alpha  (tree all-reduce)
@@ -89,13 +92,15 @@ def worker(letter: str, devices: int, steps: int, repeats: int) -> dict:
     ops = collectives(compiled.as_text()) if layout is not None else []
     state, m = compiled(state)
     jax.device_get(m)
-    rates = []
+    rates, cores_used = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             state, m = compiled(state)
             jax.device_get(m)
-        rates.append(est.inner_steps * steps / (time.perf_counter() - t0))
+        dt = time.perf_counter() - t0
+        rates.append(est.inner_steps * steps / dt)
+        cores_used.append((time.process_time() - c0) / dt)  # CPU seconds per second: cores we got
     theta_bytes = allreduce_bytes(state.theta)
     allreduce_s = None
     if layout is not None:  # time a θ-sized all-reduce across the devices
@@ -112,6 +117,7 @@ def worker(letter: str, devices: int, steps: int, repeats: int) -> dict:
         allreduce_s = statistics.median(times)
     return {"config": letter, "description": CONFIGS[letter][0], "devices": devices,
             "compile_s": compile_s, "inner_steps_per_s": statistics.median(rates), "rates": rates,
+            "cores_used": statistics.median(cores_used),
             "inner_steps_per_outer_step": est.inner_steps, "unroll_length": est.unroll_length,
             "theta_bytes": theta_bytes, "allreduce_ops": ops, "allreduce_2dev_s": allreduce_s,
             "meta_loss_last": float(m["meta_loss"])}
@@ -124,7 +130,9 @@ def _lat(p: int, alpha: float) -> float:
 def project(row1: dict, rowp: dict | None, p: int) -> dict:
     """Projected inner steps/s on p devices (weak scaling, see the module docstring)."""
     link = LINKS[p]
-    per_device_rate = (rowp or row1)["inner_steps_per_s"] / (rowp or row1)["devices"]
+    # one device = one core: the single-device rate per core it actually got (a shared machine
+    # may give a process less than the cores it asks for)
+    per_device_rate = row1["inner_steps_per_s"] / min(max(row1["cores_used"], 0.25), 1.0)
     t_dev = row1["inner_steps_per_outer_step"] / per_device_rate
     ops = (rowp or {}).get("allreduce_ops") or []
     k = row1["unroll_length"]
@@ -146,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--devices", default="1,2")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="fresh processes per (config, devices), interleaved to spread load drift")
     p.add_argument("--worker", nargs=2, metavar=("CONFIG", "DEVICES"), help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_distributed.json"))
     args = p.parse_args(argv)
@@ -156,21 +166,33 @@ def main(argv=None) -> int:
     env.pop("XLA_FLAGS", None)
     rows = []
     for letter in args.configs.split(","):
-        for n in (int(x) for x in args.devices.split(",")):
-            cmd = [sys.executable, __file__, "--worker", letter, str(n), "--steps", str(args.steps),
-                   "--repeats", str(args.repeats)]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if res.returncode != 0:
-                print(res.stderr[-3000:], file=sys.stderr)
-                return 1
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+        runs: dict[int, list[dict]] = {}
+        for _ in range(args.rounds):
+            for n in (int(x) for x in args.devices.split(",")):
+                cmd = [sys.executable, __file__, "--worker", letter, str(n), "--steps", str(args.steps),
+                       "--repeats", str(args.repeats)]
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if res.returncode != 0:
+                    print(res.stderr[-3000:], file=sys.stderr)
+                    return 1
+                run = json.loads(res.stdout.strip().splitlines()[-1])
+                runs.setdefault(n, []).append(run)
+                print(f"({letter}) {n} device(s): compile {run['compile_s']:.1f} s, {run['inner_steps_per_s']:,.0f} "
+                      f"inner steps/s {['%.0f' % r for r in run['rates']]}, cores used {run['cores_used']:.2f}",
+                      flush=True)
+        for n, group in runs.items():
+            row = dict(group[0])
+            row["rates"] = [r for g in group for r in g["rates"]]
+            row["inner_steps_per_s"] = statistics.median(row["rates"])
+            row["compile_s"] = statistics.median(g["compile_s"] for g in group)
+            row["cores_used"] = statistics.median(g["cores_used"] for g in group)
+            row["allreduce_2dev_s"] = None if group[0]["allreduce_2dev_s"] is None else \
+                statistics.median(g["allreduce_2dev_s"] for g in group)
             rows.append(row)
-            print(f"({letter}) {n} device(s): compile {row['compile_s']:.1f} s, "
-                  f"{row['inner_steps_per_s']:,.0f} inner steps/s {['%.0f' % r for r in row['rates']]}", flush=True)
     print()
-    print("| config | devices | inner steps/s | vs 1 device | compile s | θ bytes (all-reduce/outer step) "
-          "| all-reduces per outer step |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | devices | inner steps/s | vs 1 device | cores used | compile s "
+          "| θ bytes (all-reduce/outer step) | all-reduces per outer step |")
+    print("|---|---|---|---|---|---|---|---|")
     projections = []
     for letter in args.configs.split(","):
         group = [r for r in rows if r["config"] == letter]
@@ -178,11 +200,11 @@ def main(argv=None) -> int:
         for r in group:
             r["speedup_vs_1"] = r["inner_steps_per_s"] / base["inner_steps_per_s"] if base else None
             ops = r["allreduce_ops"]
-            n_ops = (f"{sum(not o['in_loop'] for o in ops)} + {sum(o['in_loop'] for o in ops)}x{r['unroll_length']} "
-                     f"(1-byte, in loop)" if ops else "0")
+            n_loop = sum(o["in_loop"] for o in ops)
+            n_ops = str(sum(not o["in_loop"] for o in ops)) + (f" + {n_loop}x{r['unroll_length']} in loop" if n_loop else "")
             sp = f"{r['speedup_vs_1']:.2f}x" if r["speedup_vs_1"] else "-"
             print(f"| ({letter}) {r['description']} | {r['devices']} | {r['inner_steps_per_s']:,.0f} | {sp} | "
-                  f"{r['compile_s']:.1f} | {r['theta_bytes']:,} | {n_ops} |")
+                  f"{r['cores_used']:.2f} | {r['compile_s']:.1f} | {r['theta_bytes']:,} | {n_ops} |")
         if base is not None:
             multi = max((r for r in group if r["devices"] > 1), key=lambda r: r["devices"], default=None)
             for pdev in (8, 64):
@@ -201,7 +223,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     import jax
     out.write_text(json.dumps({"rows": rows, "projections": projections, "links_assumed": LINKS,
-                               "steps": args.steps, "repeats": args.repeats, "cpu_count": os.cpu_count(),
+                               "steps": args.steps, "repeats": args.repeats, "rounds": args.rounds,
+                               "cpu_count": os.cpu_count(),
                                "load_average_1min": load, "jax": jax.__version__}, indent=1) + "\n")
     print(f"\nwrote {out} (1-min load average at the end: {load})")
     return 0

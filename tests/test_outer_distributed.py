@@ -33,18 +33,20 @@ ARGS = ["--preset", "quadratic", "--num-tasks", "4", "--unroll-length", "5", "--
         "--set", "grad_clip=0", "--set", f"outer_lr={LR}", "--set", "tensorboard=false"]
 
 
-def _env(host_devices: int) -> dict:
+def _env(host_devices: int | None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_ENABLE_X64"] = "1"
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
+    env.pop("XLA_FLAGS", None)
+    if host_devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(k, None)
     return env
 
 
-def _start(out: Path, host_devices: int, extra: list[str]) -> subprocess.Popen:
+def _start(out: Path, host_devices: int | None, extra: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "learned_opt", "train", *ARGS, "--out", str(out), *extra]
     return subprocess.Popen(cmd, env=_env(host_devices), cwd=out.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -78,9 +80,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same run on 1, 2 and 4 forced host devices (launched concurrently)."""
+    """The same run on 1, 2 and 4 forced host devices (launched concurrently).
+
+    4 devices via ``XLA_FLAGS``, 2 via the CLI's ``--host-devices`` (set before JAX starts).
+    """
     base = tmp_path_factory.mktemp("devices")
-    procs = {n: _start(base / f"d{n}", n, ["--outer-steps", str(STEPS)]) for n in (1, 2, 4)}
+    steps = ["--outer-steps", str(STEPS)]
+    procs = {1: _start(base / "d1", 1, steps), 2: _start(base / "d2", None, steps + ["--host-devices", "2"]),
+             4: _start(base / "d4", 4, steps)}
     return {n: (_finish(p), base / f"d{n}") for n, p in procs.items()}
 
 
