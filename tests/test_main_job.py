@@ -1,0 +1,44 @@
+"""`learned-opt run --quick` end to end: every output file, a table row per method and suite."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_run_quick_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run([sys.executable, "-m", "learned_opt", "run", "--quick", "--budget", "2",
+                           "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rel in ("report.md", "results.json", "checkpoint.lopt", "train/config.json",
+                "train/metrics.jsonl"):
+        assert (out / rel).is_file(), rel
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["suites"]) == {"indist", "ood"}
+    assert results["training"]["outer_steps"] > 0
+    report = (out / "report.md").read_text()
+    for suite, res in results["suites"].items():
+        assert (out / suite / "curves.png").stat().st_size > 1000
+        assert (out / suite / "final.png").stat().st_size > 1000
+        names = [m["name"] for m in res["methods"]] + [b["name"] for b in res["baselines"]]
+        assert names == ["learned-mlp", "adam", "L-BFGS-B"]
+        section = report.split(f"## Suite `{suite}`")[1]
+        for name in names:
+            assert f"| {name} |" in section, (suite, name)
+    # the checkpoint is a loadable learned optimizer
+    import learned_opt
+    lopt, theta = learned_opt.load(out / "checkpoint.lopt")
+    assert type(lopt).__name__ == "MLPLOpt"
+
+
+def test_run_rejects_bad_budget(capsys):
+    from eval.main_job import main
+    assert main(["--budget", "0", "--out", "/tmp/never"]) == 2
+    assert "--budget" in capsys.readouterr().err
