@@ -7,6 +7,8 @@
   backprop, and the ES/RP hybrid, all ``(theta, state, key) -> (meta_grad, state, metrics)``;
 * :mod:`outer_train.trainer` — :func:`train` (outer Adam, NaN guards, logs, atomic checkpoints,
   exact resume); :mod:`outer_train.config` — :class:`TrainConfig` and :func:`presets`;
+* :mod:`outer_train.distributed` — the task axis sharded over devices and processes
+  (:class:`TaskLayout`, :func:`make_layout`; ``jax.sharding`` + ``jax.distributed``);
 * :mod:`outer_train.cli` — ``learned-opt train``.
 
 Meta-loss: per inner step the training loss divided by the same trajectory's initial training loss
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from outer_train.build import build_estimator, build_family, build_lopt
 from outer_train.config import TrainConfig, apply_overrides, load_config, preset, presets
+from outer_train.distributed import TaskLayout, make_layout
 from outer_train.estimators import (ESTIMATORS, EstimatorState, GradientEstimator, MixtureEstimator,
                                     es, full_es, full_grad, hybrid, make_estimator, pes, smoothed_rp,
                                     tbptt)
@@ -28,9 +31,9 @@ from outer_train.unroll import FixedTaskFamily, InnerProblem, StepOutput, TaskSt
 
 __all__ = [
     "ConstantSchedule", "ESTIMATORS", "EstimatorState", "FixedTaskFamily", "GradientEstimator",
-    "InnerProblem", "LogUniformSchedule", "MixtureEstimator", "StepOutput", "TaskState",
+    "InnerProblem", "LogUniformSchedule", "MixtureEstimator", "StepOutput", "TaskLayout", "TaskState",
     "TrainConfig", "TrainResult", "TrainState", "apply_overrides", "build_estimator", "build_family",
     "build_lopt", "es", "full_es", "full_grad",
-    "hybrid", "initial_offsets", "load_config", "make_estimator", "make_schedule", "pes", "preset",
+    "hybrid", "initial_offsets", "load_config", "make_estimator", "make_layout", "make_schedule", "pes", "preset",
     "presets", "smoothed_rp", "tbptt", "train",
 ]

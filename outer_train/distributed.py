@@ -315,6 +315,13 @@ class TaskLayout:
         from jax.experimental import multihost_utils
         return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))
 
+    def flags(self, flag: bool) -> list[bool]:
+        """Every process's ``flag`` (in process order), on every process."""
+        if not self.multiprocess:
+            return [bool(flag)]
+        from jax.experimental import multihost_utils
+        return [bool(x) for x in np.ravel(multihost_utils.process_allgather(np.asarray(bool(flag))))]
+
     def barrier(self, name: str) -> None:
         """Wait until every process reaches this point (no-op in a single process)."""
         if self.multiprocess:

@@ -157,7 +157,11 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
     if layout is not None:
         layout.barrier("outer_train.start")  # nobody reads a checkpoint another process is writing
     resumed_from = None
-    if resume and checkpointing.has_state(out):
+    found = resume and checkpointing.has_state(out)
+    if layout is not None and resume and len(set(layout.flags(found))) > 1:
+        raise ValueError(f"only some processes see a checkpoint in {out}: multi-process runs need the "
+                         f"run directory on a filesystem shared by all hosts")
+    if found:
         state, _ = checkpointing.load_state(out, state)
         state = state if layout is None else layout.put(state)
         resumed_from = int(state.step)
