@@ -22,11 +22,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 NORM_CLIP = 2.0
+
+
+
+def as_float(v: Any) -> float:
+    """A number from its JSON form in results (``None`` -> NaN, ``"inf"``/``"-inf"`` -> ±inf)."""
+    if v is None:
+        return math.nan
+    if v == "inf":
+        return math.inf
+    if v == "-inf":
+        return -math.inf
+    return float(v)
 
 
 def normalize_loss(loss, init: float, best: float, clip: float = NORM_CLIP) -> np.ndarray:

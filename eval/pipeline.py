@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from eval import metrics
+from eval.metrics import as_float
 from eval.methods import FirstOrderMethod, ScipyMethod, as_method, as_methods
 from eval.runner import Curve, MethodRun, prepare_task, run_method
 from eval.suites import Suite, SuiteTask, get_suite
@@ -64,15 +65,6 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def as_float(v: Any) -> float:
-    """Inverse of :func:`_clean` for one number."""
-    if v is None:
-        return math.nan
-    if v == "inf":
-        return math.inf
-    if v == "-inf":
-        return -math.inf
-    return float(v)
 
 
 def _downsample(n: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:

@@ -21,18 +21,12 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from eval.metrics import as_float as _f  # noqa: E402
+
 DPI = 100
 PANEL_W, PANEL_H = 4.0, 3.2  # inches per task panel
 
 
-def _f(v: Any) -> float:
-    if v is None:
-        return math.nan
-    if v == "inf":
-        return math.inf
-    if v == "-inf":
-        return -math.inf
-    return float(v)
 
 
 def _arr(xs: Sequence[Any]) -> np.ndarray:
