@@ -136,6 +136,31 @@ def segment_mean(x: Array, layout: FlatLayout) -> Array:
     return segment_sum(x, layout) / counts
 
 
+# Relative floor of a per-tensor variance: ``var + VAR_REL_FLOOR * mean(x²)``. Rounding leaves a
+# spurious spread of order (ε_mach · log2 n)² · mean(x²) in the centered variance of an all-equal
+# tensor (≈1e-12 · mean(x²) in float32 for n = 10⁶), far below this floor, so the floored value —
+# and every feature computed from it — no longer depends on how the reduction was compiled.
+VAR_REL_FLOOR = 1e-6
+
+
+def segment_variance(x: Array, layout: FlatLayout, mean: Array | None = None,
+                     mean_square: Array | None = None) -> Array:
+    """Per-tensor variance ``mean_t((x - mean_t x)²) + VAR_REL_FLOOR · mean_t(x²)``, shape ``(T, ...)``.
+
+    Two-pass (centered) so an all-equal tensor has a variance of rounding size instead of the
+    ``mean(x²) - mean(x)²`` cancellation residue (of order ``ε_mach · mean(x²)``, whose value
+    changes with the compiled reduction order: jit vs eager vs vmap). The relative floor then
+    makes that rounding size irrelevant: ``log`` of the result is smooth in ``x``, scale
+    covariant (``x -> c x`` shifts it by ``2 log c``) and reproducible across compilation modes.
+    ``mean`` / ``mean_square`` may pass precomputed :func:`segment_mean` of ``x`` and ``x²``.
+    """
+    mean = segment_mean(x, layout) if mean is None else mean
+    ms = segment_mean(jnp.square(x), layout) if mean_square is None else mean_square
+    centered = x - segment_broadcast(mean, layout)
+    var = segment_mean(jnp.square(centered), layout)
+    return var + VAR_REL_FLOOR * ms
+
+
 def segment_broadcast(stats: Array, layout: FlatLayout) -> Array:
     """Broadcast per-tensor values ``(T, ...)`` back to every element; ``(P, ...)`` rows with
     zeros in the padding rows (``P = layout.padded``)."""

@@ -8,7 +8,10 @@ Two levels:
 
    * tensor statistics, for each signal ``x`` in ``[g, m_1..m_K, w]`` (gradient, momenta at decays
      0.5, 0.9, 0.99, 0.999, the parameter): ``mean(x)/rms(x)``, ``0.05·log(mean(x²))`` and
-     ``0.05·log(var(x))`` (all floored so they are finite for empty/zero tensors);
+     ``0.05·log(var(x) + 1e-6·mean(x²))`` (centered variance with a relative floor, so an
+     all-equal tensor gives the same value eagerly, under ``jit`` and under ``vmap``; see
+     :func:`learned_opt.features.segment_variance`) (all floored so they are finite for
+     empty/zero tensors);
      shape features ``log(1+numel)/10`` and ``ndim/4``; and ``0.05·log(‖g‖²/‖w‖²)``;
    * the step's time features (:func:`learned_opt.features.time_features`);
    * training-loss features (:func:`learned_opt.features.loss_features`: the loss relative to its
@@ -63,7 +66,10 @@ def tensor_statistics(signals: jax.Array, g: jax.Array, p: jax.Array, layout: F.
     """Per-tensor input features ``(T, 3S + 3)`` from ``signals`` ``(N, S)`` (see module docstring)."""
     mean = F.segment_mean(signals, layout)
     ms = F.segment_mean(jnp.square(signals), layout)
-    var = jnp.maximum(ms - jnp.square(mean), 0.0)
+    # centered variance with a relative floor (features.segment_variance): the one-pass
+    # ``ms - mean²`` of an all-equal tensor is pure rounding noise that jit/eager/vmap round
+    # differently, and ``log`` of it amplified that into a different update.
+    var = F.segment_variance(signals, layout, mean, ms)
     stats = [mean * F.safe_rsqrt(ms, _LOG_FLOOR),
              0.05 * jnp.log(ms + _LOG_FLOOR),
              0.05 * jnp.log(var + _LOG_FLOOR)]
