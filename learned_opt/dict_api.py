@@ -107,6 +107,7 @@ _FD = ("2-point", "3-point", "cs")
 _PRIVATE_X = {"nelder-mead", "powell", "cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "trust-constr",
               "dogleg", "trust-ncg", "trust-exact", "trust-krylov"}
 _OWN_OPTIONS = ("nan_policy",)
+_GENERIC_OPTIONS = ("maxiter", "disp")  # accepted by every method (scipy documents both as generic)
 _NAN_POLICIES = ("stop", "raise", "propagate")
 STATUS_NONFINITE = 98
 STATUS_CALLBACK = 99
@@ -248,6 +249,10 @@ class _Stop(Exception):
     def __init__(self, x: np.ndarray, fun: float | None, nit: int):
         super().__init__("stopped by callback")
         self.x, self.fun, self.nit = x, fun, nit
+
+
+class _MaxIter(_Stop):
+    """options['maxiter'] reached (methods whose scipy solver has no iteration limit: TNC)."""
 
 
 def _host_scalar(out: Any, what: str = "fun") -> float | complex:
@@ -568,13 +573,23 @@ def _valid_options(meth: str) -> set[str] | None:
     return params - _NOT_OPTIONS
 
 
+def _check_generic(options: dict) -> None:
+    """Validate the generic options ``maxiter`` (non-negative int) and ``disp`` (bool-like)."""
+    if "maxiter" in options:
+        m = options["maxiter"]
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+            raise ValueError(f"options['maxiter'] must be a non-negative integer; got {m!r}")
+    if "disp" in options and not isinstance(options["disp"], (bool, np.bool_, int, np.integer)):
+        raise ValueError(f"options['disp'] must be a bool; got {options['disp']!r}")
+
+
 def _check_options(options: dict, valid: set[str] | None, where: str) -> None:
     if valid is None:
         return
-    unknown = sorted(set(options) - valid)
+    unknown = sorted(set(options) - valid - set(_GENERIC_OPTIONS))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {where}; valid options: "
-                         f"{', '.join(sorted(valid | set(_OWN_OPTIONS)))}")
+                         f"{', '.join(sorted(valid | set(_OWN_OPTIONS) | set(_GENERIC_OPTIONS)))}")
 
 
 def _callback_form(callback: Callable) -> str:
@@ -668,6 +683,17 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
                     jac: Any, hess: Any, hessp: Any, tol, callback, options: dict) -> OptimizeResult:
     if meth != "_custom":
         _check_options(options, _valid_options(meth), f"method {method!r}")
+    # scipy's TNC has no iteration limit (only maxfun): options["maxiter"] is enforced here by
+    # ending the run after that many iterations, counted by TNC's per-iteration callback
+    tnc_maxiter = None
+    if meth == "tnc" and "maxiter" in options:
+        options = dict(options)
+        tnc_maxiter = int(options.pop("maxiter"))
+    # scipy deprecates L-BFGS-B's own `disp`: the summary line is printed here instead
+    disp_after = False
+    if meth == "l-bfgs-b" and "disp" in options:
+        options = dict(options)
+        disp_after = bool(options.pop("disp"))
     if meth in _GRAD_FREE:
         if jac is not None and jac is not False:
             warnings.warn(f"Method {method} does not use gradient information (jac).", RuntimeWarning,
@@ -720,8 +746,19 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
 
     def _handle(xk, fk):
         counter[0] += 1
+        xk = obj._clip(np.asarray(xk, dtype=np.float64))  # TNC's rescaling can step 1 ulp outside
         if callback is not None and _call_user_callback(callback, form, spec, xk, fk, counter[0], obj.value_at):
             raise _Stop(np.array(xk, dtype=np.float64), fk, counter[0])
+        if tnc_maxiter is not None and counter[0] >= tnc_maxiter:
+            raise _MaxIter(np.array(xk, dtype=np.float64), fk, counter[0])
+
+    if tnc_maxiter == 0:  # no iteration at all: report x0 (projected into the bounds)
+        f0, g0 = obj.value_and_grad(x0vec)
+        res = OptimizeResult(x=spec.unpack(x0vec), fun=float(f0), jac=_grad_tree(spec, g0), success=False,
+                             status=1, message="maximum number of iterations (options['maxiter']=0) reached",
+                             nit=0, nfev=obj.nfev, njev=obj.njev, nhev=obj.nhev)
+        _check_final(res, g0)
+        return _attach_history(res, obj)
 
     if meth == "tnc":
         def cb(xk):
@@ -735,6 +772,14 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
         r = sopt.minimize(f_arg, x0vec, method=method if meth == "_custom" else _CANON[meth], jac=jac_arg,
                           hess=hess_arg, hessp=hessp_arg, bounds=scipy_bounds, tol=tol, callback=cb,
                           options=options or None)
+    except _MaxIter as stop:
+        res = _early_result(obj, spec, stop.x, stop.fun, 1,
+                            f"maximum number of iterations (options['maxiter']={stop.nit}) reached", stop.nit)
+        if "jac" not in res:
+            res.jac = _grad_tree(spec, obj.gradient_at(obj._clip(np.asarray(stop.x, dtype=np.float64))))
+        if options.get("disp"):
+            print(f"TNC: {res.message}; f = {res.fun:.6g}")
+        return res
     except _Stop as stop:
         return _early_result(obj, spec, stop.x, stop.fun, STATUS_CALLBACK,
                              f"stopped by the callback after {stop.nit} iterations", stop.nit)
@@ -759,6 +804,8 @@ def _minimize_scipy(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: st
     res.njev = int(r.get("njev", obj.njev))
     res.nhev = int(r.get("nhev", obj.nhev))
     _check_final(res, None if gvec is None else np.asarray(gvec, dtype=np.float64))
+    if disp_after:
+        print(f"{_CANON[meth]}: {res.message}; f = {res.fun:.6g} after {res.nit} iterations, {res.nfev} evaluations")
     return _attach_history(res, obj)
 
 
@@ -775,6 +822,21 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
     if tol is not None and "tol" in valid:
         options.setdefault("tol", tol)
     _check_options(options, valid, f"method {meth!r}")
+    # the generic options, mapped onto each global optimizer's own names
+    disp_after = False
+    if meth == "basinhopping" and "maxiter" in options:
+        if "niter" in options:
+            raise ValueError("basinhopping: pass either options['maxiter'] or options['niter'], not both")
+        options["niter"] = options.pop("maxiter")
+    elif meth == "shgo":
+        sub = dict(options.pop("options", None) or {})
+        for k in _GENERIC_OPTIONS:
+            if k in options:
+                sub[k] = options.pop(k)
+        if sub:
+            options["options"] = sub
+    elif meth == "dual_annealing" and "disp" in options:
+        disp_after = bool(options.pop("disp"))
     has_grad = not (isinstance(jac, str) or jac is False)
     lb, ub = obj.lb, obj.ub
     if meth != "basinhopping":
@@ -882,6 +944,8 @@ def _minimize_global(obj: _Objective, spec: PackSpec, x0vec: np.ndarray, meth: s
     res.njev = int(r.get("njev", obj.njev))
     res.nhev = int(r.get("nhev", obj.nhev))
     _check_final(res, None if gvec is None else np.asarray(gvec, dtype=np.float64))
+    if disp_after:
+        print(f"{meth}: {res.message}; f = {res.fun:.6g} after {res.nit} iterations, {res.nfev} evaluations")
     return _attach_history(res, obj)
 
 
@@ -1081,6 +1145,7 @@ def minimize(fun: Callable, x0: Any, *, args: tuple = (), method: Any = None, ja
     nan_policy = options.pop("nan_policy", "stop")
     if nan_policy not in _NAN_POLICIES:
         raise ValueError(f"options['nan_policy'] must be one of {_NAN_POLICIES}; got {nan_policy!r}")
+    _check_generic(options)
     if not (jac is None or isinstance(jac, bool) or callable(jac) or (isinstance(jac, str) and jac in _FD)):
         raise ValueError(f"jac must be None, True, False, a callable or one of {_FD}; got {jac!r}")
     if hess is not None and not (callable(hess) or isinstance(hess, sopt.HessianUpdateStrategy)

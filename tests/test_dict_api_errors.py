@@ -89,7 +89,7 @@ def test_numpy_objective_needing_autodiff_gives_clear_type_error():
 @pytest.mark.parametrize("method, options, match", [
     ("fancy", None, "unknown method 'fancy'"),
     ("BFGS", {"maxiterations": 3}, "unknown option.*'maxiterations'.*BFGS"),
-    ("TNC", {"maxiter": 3}, "unknown option.*'maxiter'.*TNC"),
+    ("TNC", {"maxiters": 3}, "unknown option.*'maxiters'.*TNC"),
     ("trust-ncg", {"bogus": 1}, "unknown option.*'bogus'"),
     ("differential_evolution", {"popsize2": 3}, "unknown option.*'popsize2'"),
     (optax.sgd(0.1), {"maxiter": 3, "lr": 1}, "unknown option.*'lr'"),
