@@ -89,7 +89,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize as sopt
 
-from learned_opt.pytree_vector import PackSpec, keystr, make_spec
+from learned_opt import _torch_bridge
+from learned_opt.pytree_vector import PackSpec, host_array, keystr, make_spec
 
 __all__ = ["minimize", "OptimizeResult", "SCIPY_METHODS", "GLOBAL_METHODS"]
 
@@ -258,7 +259,7 @@ class _MaxIter(_Stop):
 def _host_scalar(out: Any, what: str = "fun") -> float | complex:
     if isinstance(out, (tuple, list)):
         raise TypeError(f"{what} returned a {type(out).__name__}; expected a scalar")
-    arr = np.asarray(out)
+    arr = np.asarray(host_array(out))
     if arr.shape != ():
         raise ValueError(f"{what} must return a scalar; it returned an array of shape {arr.shape}")
     if arr.dtype.kind == "c":
@@ -280,7 +281,8 @@ class _Objective:
         self.nan_policy = nan_policy
         # autodiff ("jax") unless the user supplies the gradient; "eager" calls fun in Python
         self.autodiff = jac is None or jac is False or (isinstance(jac, str) and jac in _FD)
-        self.value_mode = "jax" if self.autodiff else "eager"
+        # a torch x0 with autodiff: the objective is torch code, differentiated by torch.autograd
+        self.value_mode = ("torch" if spec.has_torch else "jax") if self.autodiff else "eager"
         self.argspec = _ArgSpec(args)
         self.dyn = _ArgSpec.dynamic(args)
         if spec.has_float64:
@@ -354,7 +356,12 @@ class _Objective:
     def value(self, x: np.ndarray) -> float:
         cplx = np.iscomplexobj(x)
         self.nfev += 1
-        if self.value_mode == "jax":
+        if self.value_mode == "torch":
+            if cplx:
+                raise ValueError("jac='cs' (complex-step) is not supported for torch objectives; use '2-point' "
+                                 "or '3-point', or jac=None for autograd gradients")
+            f = _torch_bridge.value(self.fun, self.spec, self._clip(x), self.args)
+        elif self.value_mode == "jax":
             try:
                 v = _jit_value(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub, cplx)
             except _TRACE_ERRORS as err:
@@ -384,7 +391,10 @@ class _Objective:
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         self.nfev += 1
         self.njev += 1
-        if self.value_mode == "jax":
+        if self.value_mode == "torch":
+            f, g = _torch_bridge.value_and_grad(self.fun, self.spec, self._clip(x), self.args)
+            ok = bool(np.isfinite(f) and np.isfinite(g).all())
+        elif self.value_mode == "jax":
             try:
                 out = _jit_value_and_grad(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub)
             except _TRACE_ERRORS as err:
@@ -451,6 +461,8 @@ class _Objective:
         if self.user_hessp is not None:
             out = self.user_hessp(self._eager_tree(x), self.spec.unpack(p), *self.args)
             return self.spec.pack(out, what="hessp")
+        if self.value_mode == "torch":
+            return _torch_bridge.hvp(self.fun, self.spec, self._clip(x), p, self.args)
         return np.asarray(_jit_hvp(self.fun, self.spec, self.argspec, x, np.asarray(p, np.float64),
                                    self.dyn, self.lb, self.ub), dtype=np.float64)
 
@@ -458,6 +470,8 @@ class _Objective:
         self.nhev += 1
         if self.user_hess is not None:
             return _dense_hessian(self.spec, self.user_hess(self._eager_tree(x), *self.args))
+        if self.value_mode == "torch":
+            return _torch_bridge.hessian(self.fun, self.spec, self._clip(x), self.args)
         return np.asarray(_jit_hess(self.fun, self.spec, self.argspec, x, self.dyn, self.lb, self.ub),
                           dtype=np.float64)
 
@@ -466,6 +480,7 @@ def _dense_hessian(spec: PackSpec, H: Any) -> np.ndarray:
     """A user Hessian as an (n, n) float64 matrix: either already (n, n) in pack order, or nested
     trees ``H[path_i][path_j]`` of shape ``shape_i + shape_j`` (what ``jax.hessian`` returns)."""
     n = spec.size
+    H = host_array(H)
     if isinstance(H, (np.ndarray, jax.Array)) and np.ndim(H) == 2 and np.shape(H) == (n, n):
         return np.asarray(H, dtype=np.float64)
     out = np.empty((n, n), dtype=np.float64)
@@ -473,7 +488,7 @@ def _dense_hessian(spec: PackSpec, H: Any) -> np.ndarray:
     for path_i, row, oi, si, shi in zip(spec.paths, rows, spec.offsets, spec.sizes, spec.shapes):
         blocks = spec.leaves(row, what=f"hess{keystr(path_i)}")
         for path_j, blk, oj, sj, shj in zip(spec.paths, blocks, spec.offsets, spec.sizes, spec.shapes):
-            arr = np.asarray(blk, dtype=np.float64)
+            arr = np.asarray(host_array(blk), dtype=np.float64)
             if arr.shape != shi + shj:
                 raise ValueError(f"hess block {keystr(path_i)}{keystr(path_j)} has shape {arr.shape}, "
                                  f"expected {shi + shj}")
@@ -492,7 +507,7 @@ def _bound_vector(spec: PackSpec, tree: Any, side: str) -> np.ndarray:
         if leaf is None:
             vec[off:off + size] = default
             continue
-        arr = np.asarray(leaf)
+        arr = np.asarray(host_array(leaf))
         if arr.dtype.kind not in "fiu" and not jnp.issubdtype(arr.dtype, jnp.floating):
             raise TypeError(f"bounds {side} at {keystr(path)} has dtype {arr.dtype}; expected real numbers")
         try:
@@ -998,7 +1013,7 @@ def _minimize_optax(fun, spec: PackSpec, x0: Any, opt, args: tuple, jac, hess, h
     eager = jac is not None
     t0 = time.perf_counter()
     with jax.enable_x64(True) if spec.has_float64 else contextlib.nullcontext():
-        params = [jnp.asarray(leaf, dtype=d) for leaf, d in zip(spec.leaves(x0, "x0"), spec.dtypes)]
+        params = [jnp.asarray(host_array(leaf), dtype=d) for leaf, d in zip(spec.leaves(x0, "x0"), spec.dtypes)]
         if lb is not None:
             lbl = [jnp.asarray(lb[o:o + s].reshape(sh), d) for sh, d, o, s in
                    zip(spec.shapes, spec.dtypes, spec.offsets, spec.sizes)]
@@ -1159,6 +1174,12 @@ def minimize(fun: Callable, x0: Any, *, args: tuple = (), method: Any = None, ja
     kind, meth = _resolve_method(method, lb is not None)
 
     if kind == "optax":
+        if spec.has_torch and jac is None:  # torch objective: autograd gradients, optax update in JAX
+            torch_fun = fun
+
+            def fun(x, *a):
+                return _torch_bridge.value_and_grad_tree(torch_fun, spec, x, a)
+            jac = True
         return _minimize_optax(fun, spec, x0, meth, args, jac, hess, hessp, lb, ub, tol, callback,
                                options, nan_policy)
     if kind == "scipy" and lb is not None and meth not in _BOUNDED:

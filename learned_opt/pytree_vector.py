@@ -10,7 +10,8 @@ where ``o_i`` is the offset and ``n_i = prod(shape_i)`` the size of leaf ``i``. 
 ``jax.tree_util.tree_flatten`` (which sorts dict keys), leaves are ordered depth-first with every
 dict visited in **insertion order**, and rebuilt dicts keep that order at every level. Every leaf
 comes back in its own dtype (float16, bfloat16, float32, float64, ...) and array type (NumPy array,
-NumPy scalar, Python float or JAX array). Casting a float16/bfloat16/float32 value to float64 and
+NumPy scalar, Python float, JAX array or CPU ``torch.Tensor``; torch is looked up, never imported,
+see :mod:`learned_opt._torch_bridge`). Casting a float16/bfloat16/float32 value to float64 and
 back is exact, so ``unpack(pack(x)) == x`` bit for bit.
 
 The spec is hashable and compares equal for trees of equal structure, shapes and dtypes, so it
@@ -25,10 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PackSpec", "make_spec", "keystr", "tree_paths"]
+from learned_opt import _torch_bridge as _tb
+
+__all__ = ["PackSpec", "make_spec", "keystr", "tree_paths", "host_array"]
 
 # leaf array kinds
-NUMPY, NUMPY_SCALAR, PYFLOAT, JAX = "numpy", "numpy_scalar", "float", "jax"
+NUMPY, NUMPY_SCALAR, PYFLOAT, JAX, TORCH = "numpy", "numpy_scalar", "float", "jax", "torch"
+
+
+def host_array(leaf: Any) -> Any:
+    """A leaf NumPy can read: torch tensors detached and moved to host, everything else as is."""
+    return _tb.to_host(leaf) if _tb.is_tensor(leaf) else leaf
 
 _DICT_TYPES = (dict, OrderedDict, defaultdict)
 
@@ -158,6 +166,16 @@ def _build(skel: tuple, leaves: Sequence[Any]) -> Any:
 
 def _leaf_info(path: tuple, leaf: Any):
     """(kind, shape, dtype) of an x0 leaf; TypeError for anything that is not a real float array."""
+    if _tb.is_tensor(leaf):
+        if leaf.is_complex() or not leaf.is_floating_point():
+            raise TypeError(f"x0 leaf at {keystr(path)} is a torch tensor of dtype {leaf.dtype}; only real "
+                            "floating-point leaves (float16, bfloat16, float32, float64) can be optimized")
+        if leaf.device.type != "cpu":
+            raise TypeError(f"x0 leaf at {keystr(path)} is a torch tensor on {leaf.device}; only CPU tensors "
+                            "are supported (move it with .cpu())")
+        if leaf.layout != _tb.torch_module().strided:
+            raise TypeError(f"x0 leaf at {keystr(path)} is a {leaf.layout} torch tensor; only dense tensors")
+        return TORCH, tuple(int(s) for s in leaf.shape), _tb.numpy_dtype(leaf)
     if isinstance(leaf, jax.Array):
         kind = JAX
     elif isinstance(leaf, np.ndarray):
@@ -224,6 +242,11 @@ class PackSpec:
     def has_jax(self) -> bool:
         return JAX in self.kinds
 
+    @property
+    def has_torch(self) -> bool:
+        """True if any leaf of x0 is a torch tensor (the objective is then differentiated by autograd)."""
+        return TORCH in self.kinds
+
     # -- structure -----------------------------------------------------------------------------
     def leaves(self, tree: Any, what: str = "tree") -> list:
         """Leaves of ``tree`` (shaped like x0) in pack order; ValueError/TypeError naming the path."""
@@ -254,7 +277,7 @@ class PackSpec:
         _walk(self.skeleton, tree, (), pairs, what)
         vec = np.empty(self.size, dtype=np.float64) if out is None else out
         for (path, leaf), shape, off, size in zip(pairs, self.shapes, self.offsets, self.sizes):
-            arr = np.asarray(leaf)
+            arr = np.asarray(host_array(leaf))
             if arr.dtype.kind not in "fiub" and not jnp.issubdtype(arr.dtype, jnp.floating):
                 raise TypeError(f"{what}: leaf at {keystr(path)} has dtype {arr.dtype} "
                                 "(expected a real floating-point array)")
@@ -272,6 +295,8 @@ class PackSpec:
                 piece = vec[off:off + size].reshape(shape)
                 if kind == JAX:
                     leaves.append(jnp.asarray(piece, dtype=dtype))
+                elif kind == TORCH:
+                    leaves.append(_tb.from_host(piece, dtype))
                 elif kind == NUMPY:
                     leaves.append(piece.astype(dtype, copy=True) if copy else piece.astype(dtype, copy=False))
                 elif kind == NUMPY_SCALAR:
@@ -309,8 +334,10 @@ class PackSpec:
             for leaf, dtype, kind in zip(tree_leaves, self.dtypes, self.kinds):
                 if kind == JAX:
                     out.append(jnp.asarray(leaf, dtype=dtype))
+                elif kind == TORCH:
+                    out.append(_tb.from_host(np.asarray(host_array(leaf)).astype(np.float64), dtype))
                 elif kind == NUMPY:
-                    out.append(np.array(leaf, dtype=dtype))
+                    out.append(np.array(host_array(leaf), dtype=dtype))
                 elif kind == NUMPY_SCALAR:
                     out.append(dtype.type(np.asarray(leaf).reshape(())[()]))
                 else:

@@ -284,3 +284,17 @@ def test_bounded_evaluations_inside_box_with_jax_objective():
     res = minimize(f, x0_f64(), method="L-BFGS-B", bounds=(LB, UB), callback=cb)
     assert res.success and pts and all(_inside(p) for p in pts)
     assert res.fun_history.size == res.nfev
+
+
+def test_minimize_never_imports_torch_without_a_tensor():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, jax.numpy as jnp\n"
+            "from learned_opt import minimize\n"
+            "r = minimize(lambda p: jnp.sum((p['a'] - 1) ** 2), {'a': np.zeros(3)}, method='trust-ncg')\n"
+            "r = minimize(lambda p: (float(np.sum(p['a'] ** 2)), {'a': 2 * p['a']}), {'a': np.ones(2)}, jac=True)\n"
+            "assert r.success\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
