@@ -332,10 +332,12 @@ class LossStats(NamedTuple):
     var: Array  # (D,) EMAs of the squared deviation from the running mean
 
 
-def init_loss_stats(num_decays: int) -> LossStats:
+def init_loss_stats(num_decays: int, dtype: Any = jnp.float32) -> LossStats:
+    """Empty loss statistics in ``dtype`` (the optimizer's computation dtype: float64 for float64
+    parameters, so the loss features are not rounded to float32 there)."""
     # distinct buffers for every field, so the state can be donated to a jitted step
-    return LossStats(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
-                     jnp.zeros((num_decays,), jnp.float32), jnp.zeros((num_decays,), jnp.float32))
+    return LossStats(jnp.zeros([], jnp.int32), jnp.zeros([], dtype),
+                     jnp.zeros((num_decays,), dtype), jnp.zeros((num_decays,), dtype))
 
 
 def loss_features(stats: LossStats, loss: Array) -> Array:
@@ -345,9 +347,10 @@ def loss_features(stats: LossStats, loss: Array) -> Array:
     ``tanh((l - first) / (|first| + 1e-8))``. All zero before the first finite loss and for a
     non-finite ``l``; every denominator is ≥ 1e-8 and the square root's argument ≥ 1e-16 (finite
     derivative), so they are finite for any finite loss scale (losses starting at 0 or at 1e6
-    alike) and no bias-correction division ``1/(1-β^t)`` is needed.
+    alike) and no bias-correction division ``1/(1-β^t)`` is needed. Computed in the dtype of
+    ``stats``.
     """
-    l = jnp.asarray(loss, jnp.float32)
+    l = jnp.asarray(loss).astype(stats.mean.dtype)
     ok = (stats.count > 0) & jnp.isfinite(l)
     l_safe = jnp.where(ok, l, 0.0)
     mean = jnp.where(ok, stats.mean, 0.0)
@@ -361,8 +364,9 @@ def loss_features(stats: LossStats, loss: Array) -> Array:
 def update_loss_stats(stats: LossStats, loss: Array, decays: Array) -> LossStats:
     """Fold a loss into the stats: the first finite loss initializes ``first`` and ``mean``;
     later ones do ``var <- β var + (1-β) β (l - mean)²``, ``mean <- β mean + (1-β) l``.
-    Non-finite losses are skipped."""
-    l = jnp.asarray(loss, jnp.float32)
+    Non-finite losses are skipped. Computed in the dtype of ``stats``."""
+    l = jnp.asarray(loss).astype(stats.mean.dtype)
+    decays = jnp.asarray(decays).astype(stats.mean.dtype)
     finite = jnp.isfinite(l)
     l_safe = jnp.where(finite, l, 0.0)
     started = stats.count > 0
@@ -424,15 +428,15 @@ def check_num_steps(num_steps: Any, owner: str) -> int | None:
     return int(num_steps)
 
 
-def take_loss(extra: dict, name: str) -> Array | None:
-    """The scalar extra argument ``name`` (e.g. ``loss``, ``valid_loss``) as float32, or None."""
+def take_loss(extra: dict, name: str, dtype: Any = jnp.float32) -> Array | None:
+    """The scalar extra argument ``name`` (e.g. ``loss``, ``valid_loss``) as ``dtype``, or None."""
     value = extra.get(name)
     if value is None:
         return None
     value = jnp.asarray(value)
     if value.ndim != 0:
         raise ValueError(f"update extra argument {name!r} must be a scalar, got shape {value.shape}")
-    return value.astype(jnp.float32)
+    return value.astype(dtype)
 
 
 def as_extra_args(init_fn, update_fn) -> optax.GradientTransformationExtraArgs:

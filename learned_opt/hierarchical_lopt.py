@@ -188,16 +188,16 @@ class HierarchicalLOpt(LearnedOptimizer):
                 count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), layout.dtype),
                 second_moment=jnp.zeros((n,), layout.dtype),
                 rnn=jnp.zeros((layout.num_tensors, self.rnn_size), layout.dtype),
-                train_loss=F.init_loss_stats(len(self.loss_decays)),
-                valid_loss=F.init_loss_stats(len(self.loss_decays)))
+                train_loss=F.init_loss_stats(len(self.loss_decays), layout.dtype),
+                valid_loss=F.init_loss_stats(len(self.loss_decays), layout.dtype))
 
         def update_fn(grads, state, params=None, **extra):
             if params is None:
                 raise ValueError(f"{owner}.update needs params (the parameter is an input feature)")
             layout = F.layout_of(params, self.row_chunk)
             F.check_same_structure(layout, grads, "grads")
-            loss = F.take_loss(extra, "loss")
-            valid_loss = F.take_loss(extra, "valid_loss")
+            loss = F.take_loss(extra, "loss", layout.dtype)
+            valid_loss = F.take_loss(extra, "valid_loss", layout.dtype)
             g = F.flatten(grads, layout)
             p = F.flatten(params, layout)
             momenta = F.ema(state.momenta, g, decays)
@@ -209,12 +209,12 @@ class HierarchicalLOpt(LearnedOptimizer):
             tstats = tensor_statistics(signals, g, p, layout)
             tf = F.time_features(state.count, num_steps, self.timescales, layout.dtype)
             if loss is None:
-                lf, train_stats = jnp.zeros((n_loss,), jnp.float32), state.train_loss
+                lf, train_stats = jnp.zeros((n_loss,), layout.dtype), state.train_loss
             else:
                 lf = F.loss_features(state.train_loss, loss)
                 train_stats = F.update_loss_stats(state.train_loss, loss, loss_decays)
             if valid_loss is None:
-                vf, valid_stats = jnp.zeros((n_loss,), jnp.float32), state.valid_loss
+                vf, valid_stats = jnp.zeros((n_loss,), layout.dtype), state.valid_loss
             else:
                 vf = F.loss_features(state.valid_loss, valid_loss)
                 valid_stats = F.update_loss_stats(state.valid_loss, valid_loss, loss_decays)
