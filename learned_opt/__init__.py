@@ -38,7 +38,14 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
+# optional submodules reachable as attributes (imported on first access; not in __all__, so
+# ``from learned_opt import *`` never imports torch)
+_SUBMODULES = ("torch",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"learned_opt.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'learned_opt' has no attribute {name!r}")
