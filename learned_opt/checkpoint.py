@@ -137,6 +137,8 @@ def save(path: PathLike, lopt: LearnedOptimizer, theta: Theta, metadata: dict | 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(record)
+            f.flush()
+            os.fsync(f.fileno())  # the data are on disk before the rename makes them visible
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

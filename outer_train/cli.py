@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_config(args)
     except (ValueError, TypeError) as err:
-        print(f"learned-opt train: {err}", file=sys.stderr)
+        print(f"learned-opt train: error: {err}", file=sys.stderr)
         return 2
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=1))
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             resolve_device_count(config.devices, config.num_tasks)
     except (ValueError, RuntimeError) as err:
-        print(f"learned-opt train: {err}", file=sys.stderr)
+        print(f"learned-opt train: error: {err}", file=sys.stderr)
         return 2
     if args.compile_cache:
         import jax

@@ -28,7 +28,8 @@ mean over the tasks whose estimate is finite (non-finite ones are dropped and co
 Metrics (scalars): ``meta_loss`` (mean normalized loss over valid steps), ``grad_var`` (variance of
 the returned mean estimate, summed over coordinates), ``frac_reset`` (fraction of tasks reset in
 this unroll), ``num_nonfinite`` (tasks whose estimate was dropped); hybrid adds ``var_es``,
-``var_rp``, ``weight_es``. ``inner_steps`` (a Python int attribute) is the number of inner steps —
+``var_rp``, ``weight_es``. ``num_nonfinite_loss`` counts the inner update steps (over tasks) whose
+training loss was NaN/inf — each such task is reset and its meta-loss clipped, so θ stays finite. ``inner_steps`` (a Python int attribute) is the number of inner steps —
 every branch of every task counted — per call.
 """
 from __future__ import annotations
@@ -70,6 +71,13 @@ def _masked_mean_var(g: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]
     var = jnp.sum(dev ** 2) / jnp.maximum(n - 1, 1) / jnp.maximum(n, 1)
     var = jnp.where(n > 1, var, jnp.where(n == 1, jnp.inf, jnp.nan))
     return mean, var
+
+
+def _nonfinite_loss_steps(out) -> jax.Array:
+    """``[N, K]`` bool: update steps whose training loss was NaN/inf in some branch (the task is
+    then reset; the reset step, which re-measures the diverged parameters, is not counted)."""
+    bad = ~jnp.all(jnp.isfinite(out.loss), axis=-1) if out.loss.ndim == 3 else ~jnp.isfinite(out.loss)
+    return bad & ~out.reset
 
 
 def _first_branch(ts: TaskState) -> TaskState:
@@ -316,7 +324,8 @@ class GradientEstimator:
         meta_loss = jnp.sum(jnp.where(valid, out.meta, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
         metrics.update(meta_loss=meta_loss, grad_var=var,
                        frac_reset=jnp.mean(jnp.any(out.reset, axis=1).astype(jnp.float32)),
-                       num_nonfinite=jnp.sum(~ok).astype(jnp.int32))
+                       num_nonfinite=jnp.sum(~ok).astype(jnp.int32),
+                       num_nonfinite_loss=jnp.sum(_nonfinite_loss_steps(out)).astype(jnp.int32))
         new_tasks = None if self.full_horizon else self._carry_state(new_ts)
         new_state = EstimatorState(tasks=new_tasks, accum=accum, outer_step=state.outer_step + 1)
         return unravel(grad), new_state, metrics
@@ -411,4 +420,5 @@ class MixtureEstimator:
         common = set.intersection(*(set(m) for m in metrics))
         out = {k: jnp.mean(jnp.stack([jnp.asarray(m[k], jnp.float32) for m in metrics])) for k in common}
         out["num_nonfinite"] = sum(jnp.asarray(m["num_nonfinite"]) for m in metrics) + jnp.sum(~ok)
+        out["num_nonfinite_loss"] = sum(jnp.asarray(m["num_nonfinite_loss"]) for m in metrics)  # a count: summed
         return unravel(mean), MixtureState(tuple(states)), out

@@ -12,6 +12,9 @@ state always advances (so a diverged inner problem is reset rather than retried 
 Every ``checkpoint_every`` steps (and at the end / when the time budget runs out) the full state
 is written atomically to ``<out>/resume.npz`` (see :mod:`outer_train.checkpointing`) and θ to
 ``<out>/theta_<step:08d>.lopt`` (``learned_opt.save``; ``learned_opt.load(out)`` reads the newest).
+The run directory is locked for the whole run (:mod:`outer_train.run_lock`: a second process
+training into it fails with a one-line error naming the holder's pid). The previous resume
+checkpoint is kept as ``resume.prev.npz``; a damaged newest one is skipped with a warning.
 ``resume=True`` restores the state, truncates ``metrics.jsonl`` to it and continues: since the
 step's key is ``fold_in(key, step)`` and everything else is in the state, the resumed run is
 bit-identical to an uninterrupted one.
@@ -23,6 +26,7 @@ resume.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,6 +42,7 @@ import optax
 from outer_train import checkpointing
 from outer_train.config import TrainConfig
 from outer_train.metrics_log import MetricsLogger
+from outer_train.run_lock import run_lock
 
 
 class TrainState(NamedTuple):
@@ -134,10 +139,21 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
     """Meta-train according to ``config``; see the module docstring.
 
     ``lopt`` / ``estimator`` override the objects built from the config (for custom task families);
-    ``callback(step, record)`` is called after every logged step.
+    ``callback(step, record)`` is called after every logged step. The run directory
+    ``config.out`` is locked (:func:`outer_train.run_lock.run_lock`) from before anything is built
+    until the function returns; in a multi-process run process 0 holds the lock.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    with contextlib.ExitStack() as stack:
+        if config.out and jax.process_index() == 0:
+            stack.enter_context(run_lock(config.out))
+        return _train_locked(config, resume, lopt, estimator, callback)
+
+
+def _train_locked(config: TrainConfig, resume: bool, lopt: Any, estimator: Any,
+                  callback: Callable[[int, dict], None] | None) -> TrainResult:
+    """:func:`train` once the run directory is locked."""
     from outer_train.build import build_estimator, build_lopt
     from outer_train.distributed import make_layout
     lopt = build_lopt(config) if lopt is None else lopt
@@ -162,14 +178,14 @@ def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estima
         raise ValueError(f"only some processes see a checkpoint in {out}: multi-process runs need the "
                          f"run directory on a filesystem shared by all hosts")
     if found:
-        state, _ = checkpointing.load_state(out, state)
+        state, _ = checkpointing.load_state(out, state, warn=checkpointing.warn_stderr if writer else None)
         state = state if layout is None else layout.put(state)
         resumed_from = int(state.step)
     if layout is not None:
         layout.barrier("outer_train.resumed")
     if out is not None and writer:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        checkpointing.atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1) + "\n")
     logger = MetricsLogger(out if writer else None, resume_step=resumed_from, tensorboard=config.tensorboard)
     step_fn = (jax.jit(make_outer_step(estimator, outer_opt)) if layout is None
                else layout.jit_step(make_outer_step(estimator, outer_opt), state))
