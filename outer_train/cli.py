@@ -25,6 +25,7 @@ import os
 import sys
 from typing import Sequence
 
+from learned_opt.errors import UserError
 from outer_train.config import TrainConfig, apply_overrides, load_config, preset, presets
 from outer_train.estimators import ESTIMATORS
 
@@ -94,6 +95,17 @@ def setup_runtime(args: argparse.Namespace) -> None:
                            auto_detect=args.distributed)
 
 
+def _load_config_file(path: str) -> TrainConfig:
+    """:func:`load_config`, with a malformed JSON/YAML file reported as a UserError naming it."""
+    try:
+        return load_config(path)
+    except Exception as err:
+        if isinstance(err, json.JSONDecodeError) or any(c.__name__ == "YAMLError" for c in type(err).__mro__):
+            detail = " ".join(str(err).split())
+            raise UserError(f"cannot parse config file {path}: {detail}") from err
+        raise
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The config named by the arguments (see the module docstring for the precedence)."""
     if args.preset and args.config:
@@ -101,9 +113,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if args.preset:
         config = preset(args.preset)
     elif args.config:
-        config = load_config(args.config)
+        config = _load_config_file(args.config)
     elif args.resume and args.out and os.path.exists(os.path.join(args.out, "config.json")):
-        config = load_config(os.path.join(args.out, "config.json"))
+        config = _load_config_file(os.path.join(args.out, "config.json"))
     else:
         raise ValueError("give --preset NAME or --config FILE (or --resume --out DIR of an existing run)")
     direct = {"estimator": args.estimator, "optimizer": args.optimizer, "outer_steps": args.outer_steps,
