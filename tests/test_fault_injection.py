@@ -126,13 +126,15 @@ def test_structure_mismatch_is_an_error_not_a_fallback(tmp_path):
 
 # ------------------------------------------------------------------------------- full disk
 class _FullDisk:
-    """``open`` replacement whose files accept ``limit`` bytes, then raise ENOSPC."""
+    """``open`` replacement whose files named ``*only*`` accept ``limit`` bytes, then raise ENOSPC."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, only: str = ""):
+        self.limit, self.only = limit, only
 
     def __call__(self, path, mode="r", *args, **kwargs):
         f = open(path, mode, *args, **kwargs)
+        if self.only not in Path(path).name:
+            return f
         limit = self.limit
 
         class Full:
@@ -398,7 +400,8 @@ def test_cli_full_disk_during_training_is_one_line_and_resumable(tmp_path, capsy
     out = tmp_path / "run"
     assert main(_train_args(out)) == 0
     good = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("resume")}
-    monkeypatch.setattr(C, "open", _FullDisk(limit=1000), raising=False)
+    # the disk fills up while the resume checkpoint is written (config.json still fits)
+    monkeypatch.setattr(C, "open", _FullDisk(limit=1000, only=f".{C.RESUME_FILE}.tmp"), raising=False)
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--no-progress", "--outer-steps", "6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
