@@ -16,6 +16,8 @@ Per-tensor statistics are reductions over the static contiguous segment of each 
 Feature helpers
 ---------------
 * :func:`ema` — exponential moving averages at several decays, ``m_k <- β_k m_k + (1-β_k) x``;
+* :func:`segment_variance` — per-tensor centered variance plus ``1e-6·mean(x²)``: reproducible
+  under jit / eager / vmap even for all-equal tensors (a one-pass ``E[x²] - E[x]²`` is not);
 * :func:`segment_rms_scales` — ``1 / sqrt(max(mean_{i in tensor}(x_i²), ε))`` per tensor and feature
   column, the normalizer applied to every feature (invariant to rescaling one tensor's inputs by ``c > 0``);
 * :func:`time_features` — ``tanh(t / s)`` for several time scales ``s`` and, when a horizon
