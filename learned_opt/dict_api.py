@@ -17,6 +17,22 @@ Derivatives
     NumPy/JAX/other code). ``jac`` callable: ``jac(x_dict, *args) -> grad_dict``. ``jac`` in
     ``{"2-point", "3-point", "cs"}``: scipy's finite differences on the packed vector.
 
+torch tensors
+    ``x0`` may hold CPU ``torch.Tensor`` leaves (float16, bfloat16, float32, float64). With
+    ``jac=None`` ``fun`` is torch code: every leaf reaches it as a tensor and the derivatives come
+    from ``torch.autograd`` (``∇f`` by one backward pass, ``H·p`` by double backward, the dense
+    Hessian for dogleg/trust-exact by ``torch.autograd.functional.hessian``); see
+    :mod:`learned_opt._torch_bridge`. ``jac=True``/callables work as for NumPy. ``x``, ``jac`` and
+    callback arguments are tensors of x0's dtypes. torch is never imported unless a tensor is seen.
+
+Generic options
+    ``options["maxiter"]`` (a non-negative int) and ``options["disp"]`` are accepted by every
+    method. scipy's TNC has no iteration limit (only ``maxfun``): ``maxiter`` stops it after that
+    many iterations (counted by its per-iteration callback) with ``status=1``, ``success=False``
+    and ``x`` the last iterate. For basinhopping ``maxiter`` is its ``niter``; for shgo both go
+    into its ``options``; for L-BFGS-B and dual_annealing ``disp`` prints a summary line here.
+    Any other option unknown to the method raises ``ValueError`` listing the valid ones.
+
 float64 policy
     If any leaf of ``x0`` is float64, the objective (and its derivatives, callbacks and NumPy
     objectives) run inside ``jax.enable_x64(True)`` so a float64 problem is computed in float64
