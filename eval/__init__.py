@@ -1,12 +1,12 @@
 """eval: evaluate learned and hand-designed optimizers on named suites.
 
-* ``compare(methods, suite) -> Table`` -- summary rows (normalized final loss, speed-up over
-  tuned Adam, win fractions vs tuned Adam and L-BFGS, divergences);
-* ``evaluate(lopt, theta, suite, out_dir, seeds=3) -> results`` and ``write_report(results,
-  out_dir)`` -- report.md, results.json (deterministic), timing.json and PNG figures;
-  ``evaluate_suites(lopt, theta, ("indist", "ood"), out_dir)`` -- one sub-directory per suite
-  plus a combined report.md;
-* ``run_suite`` (the results dict), ``run_method`` (one method on one task -> curves),
+* ``Protocol`` -- the evaluation rules (selection on ``inner_valid`` / separate seeds, report on
+  ``test``, normalization, speed-up, win / tie / loss, intervals), see :mod:`eval.protocol`;
+* ``compare(methods, suite) -> Table`` -- one summary row per method against tuned Adam;
+* ``evaluate(lopt, theta, ("indist", "ood"), out_dir) -> {suite: results}`` and
+  ``write_report(results_by_suite, out_dir)`` -- report.md, results.json (deterministic; holds
+  ``summary[suite][method]``), timing.json and PNG figures;
+* ``run_suite`` (one suite's results dict), ``run_method`` (one method on one task -> curves),
   ``suite_names`` / ``get_suite``, ``metrics`` (normalization, speed-up, intervals).
 
 Names resolve lazily so that ``import eval`` stays light (no JAX until something runs).
@@ -23,6 +23,8 @@ _LAZY = {
     "Table": "compare",
     "table_from_results": "compare",
     "run_suite": "pipeline",
+    "Protocol": "protocol",
+    "DEFAULT_PROTOCOL": "protocol",
     "write_report": "report",
     "load_results": "report",
     "run_method": "runner",
@@ -36,6 +38,7 @@ _LAZY = {
     "as_method": "methods",
     "learned_method": "methods",
     "adam_sweep": "baselines",
+    "adam_cosine_sweep": "baselines",
     "sgdm_sweep": "baselines",
     "scipy_baseline": "baselines",
     "default_baselines": "baselines",

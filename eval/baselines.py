@@ -1,72 +1,93 @@
-"""The hand-designed comparators.
+"""The hand-designed comparators of the protocol (:mod:`eval.protocol`).
 
-* **Tuned Adam**: ``optax.adam`` swept over 9 log-spaced learning rates (1e-4 … 1, half-decade
-  steps); per task the rate with the lowest seed-averaged final loss is reported. Its whole sweep
-  is also the envelope the speed-up metric measures against.
-* **SGD with momentum** (0.9), the same rate grid.
-* **Classical methods with no tuning** through ``learned_opt.minimize``: L-BFGS-B on every task
-  (on minibatch tasks it minimizes the whole training split, its exact objective), and CG, BFGS
-  (dense inverse-Hessian approximation, so only up to ``BFGS_MAX_PARAMS`` parameters) and
-  trust-ncg (Hessian-vector products by autodiff) on full-batch tasks.
+* ``adam``: Adam (b1 0.9, b2 0.999, eps 1e-8) at a constant learning rate, tuned per task over
+  the project grid :data:`learned_opt.inner_loop.LEARNING_RATE_GRID` -- the headline comparator;
+* ``adam_cosine``: the same with cosine decay to 0 over the horizon, tuned the same way -- the
+  stronger comparator a learned optimizer that only wins by decaying its step must face;
+* ``sgdm``: SGD with heavy-ball momentum 0.9, tuned the same way;
+* ``L-BFGS-B`` on tasks with an exact objective, through ``learned_opt.minimize``, default
+  settings (the only option set is the gradient-evaluation budget).
 
-Default settings throughout: the only option set is the gradient-evaluation budget.
+The three first-order baselines are one family (:func:`learned_opt.inner_loop.hand_designed`
+with traced choices), so their whole sweep runs as one compiled program per task.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
-import optax
+from typing import Mapping, Sequence
 
 from eval.methods import FirstOrderMethod, ScipyMethod
+from learned_opt.inner_loop import LEARNING_RATE_GRID, hand_designed
 
-#: 9 learning rates, half-decade steps: 1e-4, 3.2e-4, 1e-3, …, 0.32, 1.
-DEFAULT_LEARNING_RATES: tuple[float, ...] = tuple(float(f"{v:.6g}") for v in np.logspace(-4, 0, 9))
+DEFAULT_LEARNING_RATES = LEARNING_RATE_GRID
 BFGS_MAX_PARAMS = 2000
+HAND_FAMILY = "hand_designed"
+_KINDS = {"adam": (1.0, 0.0), "adam_cosine": (1.0, 1.0), "sgdm": (0.0, 0.0), "sgdm_cosine": (0.0, 1.0)}
+_DESCRIPTIONS = {"adam": "Adam, constant learning rate", "adam_cosine": "Adam, cosine decay to 0",
+                 "sgdm": "SGD + momentum 0.9, constant learning rate",
+                 "sgdm_cosine": "SGD + momentum 0.9, cosine decay to 0"}
 
 
-def _grid(rates: Sequence[float]) -> tuple[dict, ...]:
+def _make(hp: Mapping[str, float], num_steps: int):
+    return hand_designed(hp["learning_rate"], hp["adam"], hp["cosine"], num_steps)
+
+
+def _grid(kind: str, rates: Sequence[float]) -> tuple[dict, ...]:
     rates = [float(r) for r in rates]
-    if len(rates) < 1 or any(not r > 0 for r in rates):
+    if not rates or any(not r > 0 for r in rates):
         raise ValueError(f"learning rates must be positive, got {rates}")
-    return tuple({"learning_rate": r} for r in rates)
+    adam, cosine = _KINDS[kind]
+    return tuple({"learning_rate": r, "adam": adam, "cosine": cosine} for r in rates)
 
 
-def adam_sweep(learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES, name: str = "adam") -> FirstOrderMethod:
-    """Adam (b1=0.9, b2=0.999, eps=1e-8) with the learning rate tuned per task over the grid."""
-    return FirstOrderMethod(
-        name=name, make=lambda hp, n: optax.adam(hp["learning_rate"]), grid=_grid(learning_rates),
-        description=f"Adam, learning rate tuned over {len(learning_rates)} log-spaced values")
+def hand_sweep(kind: str, learning_rates: Sequence[float] = LEARNING_RATE_GRID,
+               name: str | None = None) -> FirstOrderMethod:
+    """Baseline ``kind`` (adam, adam_cosine, sgdm, sgdm_cosine) tuned over ``learning_rates``."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown hand-designed baseline {kind!r}; choose from {list(_KINDS)}")
+    return FirstOrderMethod(name=name or kind, make=_make, grid=_grid(kind, learning_rates),
+                            kind="baseline", family=HAND_FAMILY,
+                            description=f"{_DESCRIPTIONS[kind]}, tuned over {len(learning_rates)} rates")
 
 
-def sgdm_sweep(learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES, momentum: float = 0.9,
-               name: str = "sgdm") -> FirstOrderMethod:
-    """SGD with heavy-ball momentum, learning rate tuned per task over the grid."""
-    return FirstOrderMethod(
-        name=name, make=lambda hp, n: optax.sgd(hp["learning_rate"], momentum=momentum),
-        grid=_grid(learning_rates),
-        description=f"SGD + momentum {momentum}, learning rate tuned over {len(learning_rates)} values")
+def adam_sweep(learning_rates: Sequence[float] = LEARNING_RATE_GRID, name: str = "adam") -> FirstOrderMethod:
+    return hand_sweep("adam", learning_rates, name)
 
 
-def adam_fixed(learning_rate: float = 1e-3, name: str = "adam-1e-3") -> FirstOrderMethod:
-    """Adam at one fixed learning rate (the library default)."""
-    return FirstOrderMethod(name=name, make=lambda hp, n: optax.adam(hp["learning_rate"]),
-                            grid=({"learning_rate": float(learning_rate)},),
+def adam_cosine_sweep(learning_rates: Sequence[float] = LEARNING_RATE_GRID,
+                      name: str = "adam_cosine") -> FirstOrderMethod:
+    return hand_sweep("adam_cosine", learning_rates, name)
+
+
+def sgdm_sweep(learning_rates: Sequence[float] = LEARNING_RATE_GRID, name: str = "sgdm") -> FirstOrderMethod:
+    return hand_sweep("sgdm", learning_rates, name)
+
+
+def adam_fixed(learning_rate: float = 1e-3, name: str | None = None) -> FirstOrderMethod:
+    """Adam at one fixed learning rate (no tuning)."""
+    if not learning_rate > 0:
+        raise ValueError(f"learning rate must be > 0, got {learning_rate!r}")
+    return FirstOrderMethod(name=name or f"adam@{learning_rate:g}", make=_make,
+                            grid=_grid("adam", [learning_rate]), kind="optax", family=HAND_FAMILY,
                             description=f"Adam at learning rate {learning_rate:g}")
 
 
 def scipy_baseline(method: str) -> ScipyMethod:
-    """A classical method with default settings; CG/BFGS/trust-ncg only on full-batch tasks."""
-    full_only = method != "L-BFGS-B"
-    max_params = BFGS_MAX_PARAMS if method == "BFGS" else None
-    return ScipyMethod(name=method, method=method, full_batch_only=full_only, max_params=max_params,
+    """A classical method with default settings, on exact-objective tasks."""
+    return ScipyMethod(name=method, method=method, full_batch_only=True,
+                       max_params=BFGS_MAX_PARAMS if method == "BFGS" else None,
                        description=f"scipy {method} through learned_opt.minimize, default settings")
 
 
-SWEEPS = {"adam": adam_sweep, "sgdm": sgdm_sweep, "sgd_momentum": sgdm_sweep}
+SWEEPS = {"adam": adam_sweep, "adam_cosine": adam_cosine_sweep, "sgdm": sgdm_sweep,
+          "sgd_momentum": sgdm_sweep, "sgdm_cosine": lambda: hand_sweep("sgdm_cosine")}
 
 
-def default_baselines() -> list:
-    """Tuned Adam, tuned SGD+momentum, L-BFGS-B, CG, BFGS, trust-ncg."""
-    return [adam_sweep(), sgdm_sweep(), scipy_baseline("L-BFGS-B"), scipy_baseline("CG"),
-            scipy_baseline("BFGS"), scipy_baseline("trust-ncg")]
+def protocol_baselines(names: Sequence[str], learning_rates: Sequence[float] = LEARNING_RATE_GRID) -> list:
+    """The baselines a protocol names, in order."""
+    out = []
+    for n in names:
+        if n in _KINDS:
+            out.append(hand_sweep(n, learning_rates))
+        else:
+            out.append(scipy_baseline(n))
+    return out

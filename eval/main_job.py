@@ -9,12 +9,17 @@ Steps (all offline; the default distribution uses only data shipped inside the p
 1. **Meta-train** a per-parameter MLP optimizer (:class:`learned_opt.MLPLOpt`) with PES on the
    default task distribution (:data:`DEFAULT_TRAIN`) for the training share of the budget,
    checkpointing into ``OUT/train/`` (``learned-opt train --resume --out OUT/train`` continues it).
-2. **Evaluate** the newest θ against learning-rate-tuned Adam and L-BFGS-B on the in-distribution
-   (``indist``) and out-of-distribution (``ood``) suites, through :func:`eval.evaluate_suites`.
-3. **Report**: ``OUT/report.md`` (training summary, the quality check of the issue — beats tuned
-   Adam on held-out / OOD tasks, divergence at 5× the horizon — and each suite's table),
-   ``OUT/results.json`` (training metrics + every suite's results), the PNG plots of each suite
-   under ``OUT/<suite>/`` and the checkpoint ``OUT/checkpoint.lopt``.
+2. **Evaluate** the newest θ under the evaluation protocol (:mod:`eval.protocol`) against tuned
+   Adam, tuned Adam + cosine decay, tuned SGD + momentum and L-BFGS-B on the in-distribution
+   (``indist``) and out-of-distribution (``ood``) suites.
+3. **Report**: ``OUT/report.md`` (training summary, the quality check — win / tie / loss against
+   tuned Adam and Adam + cosine in each suite, divergences at 5× and 10× the horizon — and each
+   suite's tables), ``OUT/results.json`` (training metrics + the evaluation document with
+   ``summary[suite][method]``), the PNG plots under ``OUT/eval/`` and the checkpoint
+   ``OUT/checkpoint.lopt``.
+
+An existing ``OUT/train`` is resumed (the run says so and from which step; ``--fresh`` starts
+over); the report states the total meta-training steps and time across resumes.
 """
 from __future__ import annotations
 
@@ -39,26 +44,8 @@ QUICK_TRAIN: dict[str, Any] = {
     "overrides": {"mixture_size": 2, "num_tasks": 2, "unroll_length": 10, "checkpoint_every": 5},
 }
 SUITES = ("indist", "ood")
-BASELINES = ("adam", "L-BFGS-B")
-
-
-def eval_suites(quick: bool) -> dict:
-    """The evaluation suites of the run: ``indist`` and ``ood`` (with --quick, 2 tasks of each at
-    a quarter of the horizon — a smoke test, not a measurement)."""
-    import dataclasses
-
-    from eval.suites import FromTaskset, get_suite
-
-    suites = {name: get_suite(name) for name in SUITES}
-    if quick:
-        suites = {
-            "indist": dataclasses.replace(suites["indist"], name="indist-quick",
-                                          entries=(FromTaskset("heldout", per_family=1, limit=2, num_steps=50),)),
-            "ood": dataclasses.replace(suites["ood"], name="ood-quick",
-                                       entries=(FromTaskset("ood_dataset", per_family=1, limit=1, num_steps=50),
-                                                FromTaskset("ood_horizon", per_family=1, limit=1, num_steps=250))),
-        }
-    return suites
+QUICK_SUITE_SIZE = 2  # --quick: 2 tasks per suite at QUICK_STEPS: a smoke test, not a measurement
+QUICK_STEPS = 50
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a meta-training config key (see `learned-opt train --help`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar during meta-training")
+    p.add_argument("--fresh", action="store_true",
+                   help="start meta-training over (default: resume an existing OUT/train)")
     return p
 
 
@@ -98,25 +87,25 @@ def train_config(args: argparse.Namespace, train_minutes: float, out_dir: str):
     return cfg
 
 
-def quality(results: dict[str, dict], method: str) -> dict:
-    """The issue's quality check from the suites' summaries."""
+def quality(results: dict, method: str) -> dict:
+    """The quality check from the evaluation document's ``summary[suite][method]``."""
     q: dict[str, Any] = {}
-    for suite, res in results.items():
-        s = res["summary"].get(method, {})
-        q[suite] = {"beats_adam": s.get("beats_adam"), "beats_lbfgs": s.get("beats_lbfgs"),
-                    "norm_final": (s.get("norm_final") or {}).get("mean"),
-                    "divergences": s.get("divergences"), "runs": s.get("runs")}
-        for group, gs in (s.get("by_group") or {}).items():
-            q[suite].setdefault("by_group", {})[group] = {
-                "beats_adam": gs.get("beats_adam"), "divergences": gs.get("divergences"),
-                "runs": gs.get("runs"), "norm_final": (gs.get("norm_final") or {}).get("mean")}
-    ind = q.get("indist", {}).get("beats_adam")
-    ood = q.get("ood", {}).get("beats_adam")
-    horizon = (q.get("ood", {}).get("by_group") or {}).get("ood_horizon", {})
+    for suite, by_method in results["summary"].items():
+        s = by_method.get(method, {})
+        q[suite] = {b: {k: s["by_baseline"][b].get(k) for k in
+                        ("wins", "ties", "losses", "saturated", "num_tasks", "win_rate", "win_rate_ci95",
+                         "win_or_tie_rate", "median_speedup", "mean_norm_final_test", "diverged", "runs")}
+                    for b in ("adam", "adam_cosine") if b in s.get("by_baseline", {})}
+    ood = results["summary"].get("ood", {}).get(method, {}).get("by_group", {})
+    horizon = {g: ood[g] for g in ("ood_horizon", "ood_horizon10") if g in ood}
+    q["horizon_divergences"] = {g: [v["diverged"], v["runs"]] for g, v in horizon.items()}
+    ind = q.get("indist", {}).get("adam", {}).get("win_rate")
+    od = q.get("ood", {}).get("adam", {}).get("win_rate")
     q["targets"] = {
-        "indist_beats_adam>=0.8": None if ind is None else bool(ind >= 0.8),
-        "ood_beats_adam>=0.5": None if ood is None else bool(ood >= 0.5),
-        "no_divergence_at_5x_horizon": None if not horizon else horizon.get("divergences") == 0,
+        "indist_wins_vs_adam>=0.5": None if ind is None else bool(ind >= 0.5),
+        "ood_wins_vs_adam>=0.4": None if od is None else bool(od >= 0.4),
+        "no_divergence_at_5x_10x_horizon": (None if not horizon else
+                                            all(v["diverged"] == 0 for v in horizon.values())),
     }
     return q
 
@@ -125,7 +114,8 @@ def _pct(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
 
 
-def _training_summary(train_dir: str, result: Any, seconds: float) -> dict:
+def _training_summary(train_dir: str, result: Any, seconds: float, resumed_from: int = 0,
+                      previous_seconds: float = 0.0) -> dict:
     rows = []
     path = os.path.join(train_dir, "metrics.jsonl")
     if os.path.exists(path):
@@ -135,26 +125,49 @@ def _training_summary(train_dir: str, result: Any, seconds: float) -> dict:
     last = [r.get("meta_loss") for r in rows[-10:] if r.get("meta_loss") is not None]
     return {
         "outer_steps": int(result.step), "stopped": result.stopped, "dropped": int(result.num_dropped),
-        "wall_seconds": seconds, "compile_seconds": result.compile_seconds,
+        "resumed_from": resumed_from, "wall_seconds": seconds,
+        "wall_seconds_all_sessions": seconds + previous_seconds,
+        "compile_seconds": result.compile_seconds,
         "inner_steps_per_second": result.inner_steps_per_second,
         "meta_loss_first10": sum(first) / len(first) if first else None,
         "meta_loss_last10": sum(last) / len(last) if last else None,
     }
 
 
-def render_report(config: dict, training: dict, q: dict, suite_reports: dict[str, str],
-                  method: str) -> str:
+def _quality_rows(q: dict) -> list[str]:
+    rows = ["| suite | vs | win / tie / loss (saturated) | win rate [95% Wilson] | win or tie | median speed-up | "
+            "mean norm. final test | diverged |", "|---|---|---|---|---:|---:|---:|---:|"]
+    for suite in SUITES:
+        for b, s in q.get(suite, {}).items():
+            ci = s.get("win_rate_ci95") or [None, None]
+            rows.append(f"| {suite} | {b} | {s['wins']} / {s['ties']} / {s['losses']} ({s['saturated']}) | "
+                        f"{_pct(s['win_rate'])} [{_pct(ci[0])}, {_pct(ci[1])}] | {_pct(s['win_or_tie_rate'])} | "
+                        f"{_num(s['median_speedup'], 2)} | {_num(s['mean_norm_final_test'], 3)} | "
+                        f"{s['diverged']}/{s['runs']} |")
+    return rows
+
+
+def _num(v: Any, digits: int) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.{digits}f}"
+
+
+def render_report(config: dict, training: dict, q: dict, eval_markdown: str) -> str:
     t = q["targets"]
-    ind, ood = q.get("indist", {}), q.get("ood", {})
-    hz = (ood.get("by_group") or {}).get("ood_horizon", {})
+    ind = q.get("indist", {}).get("adam", {})
+    ood = q.get("ood", {}).get("adam", {})
+    hz = q.get("horizon_divergences", {})
+    hz_txt = ", ".join(f"{g}: {d}/{n}" for g, (d, n) in hz.items()) or "–"
+    resumed = (f" (resumed from step {training['resumed_from']}; "
+               f"{training['wall_seconds_all_sessions'] / 60:.1f} min of meta-training over all sessions)"
+               if training.get("resumed_from") else "")
     lines = [
         "# learned-opt run", "",
-        f"Per-parameter MLP learned optimizer (`{config['optimizer']}`) meta-trained with "
-        f"`{config['estimator']}` on `{config['task']}` (taskset `{config['taskset']}`, "
-        f"{config['mixture_size']} tasks × {config['num_tasks']} inner problems), evaluated against "
-        "learning-rate-tuned Adam and L-BFGS-B.", "",
+        f"Learned optimizer `{config['optimizer']}` meta-trained with `{config['estimator']}` on "
+        f"`{config['task']}` (taskset `{config['taskset']}`), evaluated under the protocol against tuned "
+        "Adam, tuned Adam + cosine decay, tuned SGD + momentum and L-BFGS-B.", "",
         "## Meta-training", "",
-        "| outer steps | wall time | compile | inner steps/s | meta-loss (first 10 → last 10) | dropped steps |",
+        f"{training['outer_steps']} outer steps in total{resumed}.", "",
+        "| outer steps | wall time (this session) | compile | inner steps/s | meta-loss (first 10 → last 10) | dropped steps |",
         "|---:|---:|---:|---:|---|---:|",
         f"| {training['outer_steps']} | {training['wall_seconds'] / 60:.1f} min | "
         f"{training['compile_seconds']:.0f} s | {training['inner_steps_per_second']:.0f} | "
@@ -162,22 +175,14 @@ def render_report(config: dict, training: dict, q: dict, suite_reports: dict[str
         if training["meta_loss_first10"] is not None else
         f"| {training['outer_steps']} | {training['wall_seconds'] / 60:.1f} min | – | – | – | {training['dropped']} |",
         "",
-        "## Quality check (normalized final loss at the horizon)", "",
-        "| check | measured | target | met |", "|---|---:|---:|:---:|",
-        f"| beats tuned Adam, held-out in-distribution tasks | {_pct(ind.get('beats_adam'))} | ≥ 80% | "
-        f"{_yes(t['indist_beats_adam>=0.8'])} |",
-        f"| beats tuned Adam, OOD tasks | {_pct(ood.get('beats_adam'))} | ≥ 50% | {_yes(t['ood_beats_adam>=0.5'])} |",
-        f"| diverged runs at 5× the horizon | {hz.get('divergences', '–')}/{hz.get('runs', '–')} | 0 | "
-        f"{_yes(t['no_divergence_at_5x_horizon'])} |",
-        f"| beats L-BFGS-B, in-distribution / OOD | {_pct(ind.get('beats_lbfgs'))} / {_pct(ood.get('beats_lbfgs'))} | – | – |",
-        "",
+        "## Quality check", "",
+        *_quality_rows(q), "",
+        "| target | measured | met |", "|---|---:|:---:|",
+        f"| wins vs tuned Adam, in-distribution ≥ 50% | {_pct(ind.get('win_rate'))} | {_yes(t['indist_wins_vs_adam>=0.5'])} |",
+        f"| wins vs tuned Adam, OOD ≥ 40% | {_pct(ood.get('win_rate'))} | {_yes(t['ood_wins_vs_adam>=0.4'])} |",
+        f"| no diverged runs at 5× / 10× the horizon | {hz_txt} | {_yes(t['no_divergence_at_5x_10x_horizon'])} |",
+        "", "## Evaluation — [full report](eval/report.md)", "", eval_markdown, "",
     ]
-    for suite, text in suite_reports.items():
-        lines += [f"## Suite `{suite}` — [full report]({suite}/report.md)", "", text, "",
-                  f"![normalized loss curves]({suite}/curves.png)", "",
-                  f"![final normalized loss per task]({suite}/final.png)", ""]
-    lines += ["Normalized loss: (L − L_best) / (L_init − L_best) per task, L_best the best baseline "
-              "of this run, clipped to [-2, 2]; lower is better, 0 = tuned Adam's level.", ""]
     return "\n".join(lines)
 
 
@@ -209,44 +214,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"learned-opt run: {e}", file=sys.stderr)
         return 2
+    resumed_from, previous = _previous_training(train_dir, args.fresh)
+    if resumed_from:
+        print(f"[run] resuming meta-training in {train_dir} from outer step {resumed_from} "
+              f"(--fresh starts over)", file=sys.stderr, flush=True)
     print(f"[run] meta-training {cfg.optimizer} with {cfg.estimator} for up to {train_minutes:.1f} min "
           f"-> {train_dir}", file=sys.stderr, flush=True)
-    resume = os.path.exists(os.path.join(train_dir, "resume.npz"))
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=bool(resumed_from))
     train_seconds = time.perf_counter() - t0
-    training = _training_summary(train_dir, result, train_seconds)
+    training = _training_summary(train_dir, result, train_seconds, resumed_from, previous)
+    _write_session(train_dir, previous + train_seconds)
 
     import learned_opt
+    from eval.compare import evaluate
     from eval.methods import learned_method
-    from eval.pipeline import run_suite
-    from eval.report import summary_table, write_report
 
     lopt, theta = learned_opt.load(train_dir)
     ckpt = os.path.join(out, "checkpoint.lopt")
     shutil.copyfile(learned_opt.checkpoint.latest_checkpoint(train_dir), ckpt)
     method = f"learned-{cfg.optimizer}"
     print(f"[run] evaluating {method} on {', '.join(SUITES)} ({seeds} seed(s))", file=sys.stderr, flush=True)
-    results = {}
-    for name, suite in eval_suites(args.quick).items():
-        res = run_suite([learned_method(lopt, theta, name=method)], suite, seeds=seeds,
-                        baselines=list(BASELINES), verbose=True)
-        res["outputs"] = write_report(res, os.path.join(out, name))
-        results[name] = res
-    q = quality(results, method)
+    results = evaluate([learned_method(lopt, theta, name=method)], None, SUITES, os.path.join(out, "eval"),
+                       seeds=seeds, suite_size=QUICK_SUITE_SIZE if args.quick else None,
+                       num_steps=QUICK_STEPS if args.quick else None, verbose=True)
+    outputs = results.pop("outputs")
+    from eval.report import combine, load_results, render_markdown
+
+    doc = combine(results)
+    q = quality(doc, method)
     config = cfg.to_dict()
-    report = render_report(config, training, q, {s: summary_table(r) for s, r in results.items()}, method)
+    eval_md = render_markdown(results, {s: {k: os.path.join("eval", os.path.basename(p)) for k, p in f.items()}
+                                        for s, f in outputs["figures"].items()})
+    eval_md = eval_md.replace("](", "](eval/").replace("](eval/eval/", "](eval/")
+    report = render_report(config, training, q, eval_md.split("\n", 1)[1])
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
         f.write(report)
     combined = {"config": config, "training": training, "quality": q,
-                "suites": {s: {k: v for k, v in r.items() if k not in ("timing", "outputs")}
-                           for s, r in results.items()},
+                "evaluation": load_results(os.path.join(out, "eval")),
                 "wall_seconds": time.perf_counter() - t0}
+    combined["evaluation"].pop("timing", None)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(combined, f, indent=1, sort_keys=True, default=_json_default)
     print(report)
-    print(f"[run] wrote {out}/report.md, {out}/results.json, plots under {out}/<suite>/, {ckpt} "
+    print(f"[run] wrote {out}/report.md, {out}/results.json, {out}/eval/, {ckpt} "
           f"({(time.perf_counter() - t0) / 60:.1f} min)", file=sys.stderr)
     return 0
+
+
+SESSIONS_FILE = "run_sessions.json"
+
+
+def _previous_training(train_dir: str, fresh: bool) -> tuple[int, float]:
+    """``(outer step to resume from, meta-training seconds of earlier sessions)``; ``--fresh``
+    deletes an existing run directory first."""
+    if fresh and os.path.isdir(train_dir):
+        shutil.rmtree(train_dir)
+    if not os.path.exists(os.path.join(train_dir, "resume.npz")):
+        return 0, 0.0
+    step = 0
+    path = os.path.join(train_dir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    step = max(step, int(json.loads(line).get("step", 0)) + 1)
+    seconds = 0.0
+    spath = os.path.join(train_dir, SESSIONS_FILE)
+    if os.path.exists(spath):
+        with open(spath, encoding="utf-8") as f:
+            seconds = float(json.load(f).get("train_seconds", 0.0))
+    return max(step, 1), seconds
+
+
+def _write_session(train_dir: str, seconds: float) -> None:
+    with open(os.path.join(train_dir, SESSIONS_FILE), "w", encoding="utf-8") as f:
+        json.dump({"train_seconds": seconds}, f)
 
 
 def _json_default(o: Any) -> Any:

@@ -38,9 +38,10 @@ class FirstOrderMethod:
     name: str
     make: Callable[[Mapping[str, Any], int], optax.GradientTransformation]
     grid: tuple[Mapping[str, float], ...] = ({},)
-    kind: str = "optax"  # "optax" | "learned"
+    kind: str = "optax"  # "optax" | "learned" | "baseline"
     description: str = ""
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    family: Optional[str] = None  # methods of one family (same make) share one compiled sweep
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -210,6 +211,11 @@ def as_method(obj: Any) -> Method:
         low = obj.lower()
         if low in baselines.SWEEPS:
             return baselines.SWEEPS[low]()
+        if low.startswith("adam@") or low.startswith("adam-"):
+            try:
+                return baselines.adam_fixed(float(low.split("@" if "@" in low else "-", 1)[1]), name=obj)
+            except ValueError:
+                pass
         for m in GRADIENT_SCIPY_METHODS:
             if low == m.lower():
                 return baselines.scipy_baseline(m)
@@ -217,8 +223,9 @@ def as_method(obj: Any) -> Method:
             return untrained_learned(obj.split(":", 1)[1])
         if os.path.exists(obj):
             return from_checkpoint(obj)
-        raise ValueError(f"unknown method {obj!r}: expected one of {sorted(baselines.SWEEPS)}, a scipy "
-                         f"gradient method {GRADIENT_SCIPY_METHODS}, 'untrained:<arch>' or a checkpoint path")
+        raise ValueError(f"unknown method {obj!r}: expected one of {sorted(baselines.SWEEPS)}, "
+                         f"'adam@<lr>', a scipy gradient method {GRADIENT_SCIPY_METHODS}, "
+                         "'untrained:<arch>' or a checkpoint path")
     if isinstance(obj, optax.GradientTransformation):
         return optax_method(obj)
     if isinstance(obj, tuple) and len(obj) == 2 and hasattr(obj[0], "opt_fn"):

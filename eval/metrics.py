@@ -7,22 +7,18 @@ loss any baseline reached on the task,
 
 so the initial loss maps to 1, the best baseline to 0, and anything that blows up to 2.
 
-Speed-up over tuned Adam. Let ``E_A(t) = min_{s <= t} min_r L_{A,r}(s)`` be the monotone lower
-envelope of Adam's curves (over the swept learning rates ``r``, or only the tuned one) and
-``E_M`` the envelope of the method's curve. With ``L* = L_M(T)`` the method's final loss,
+Speed-up over a baseline (VeLO's measure, see :mod:`eval.protocol`): ``L*`` is the baseline's
+best loss, ``t_B`` and ``t_M`` the first cost at which the running minimum of each curve reaches it
+(linearly interpolated between recorded points); speed-up ``t_B / t_M``. A curve compared with
+itself gives exactly 1; one that reaches every loss in half the steps gives 2.
 
-    t_M = min{t : E_M(t) <= L*},   t_A = min{t : E_A(t) <= L*},   speed-up = t_A / t_M,
-
-where both first-passage times are linearly interpolated between recorded points. A curve replayed
-against itself gives exactly 1; a curve that reaches every loss in half the steps gives 2. When Adam
-never reaches ``L*`` within its budget ``T_A`` the speed-up is censored: ``T_A / t_M`` is a lower
-bound and is flagged. A method whose final loss is not below its initial loss gets 0.
+Intervals: Wilson score intervals for win fractions, seeded percentile bootstrap for means.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -96,54 +92,72 @@ def first_passage(x: Sequence[float], losses: Sequence[float], target: float) ->
 
 @dataclass(frozen=True)
 class SpeedUp:
-    """Speed-up of one curve over an Adam envelope (see module docstring)."""
+    """Speed-up of a method over a baseline (see :mod:`eval.protocol`)."""
 
-    value: float  # t_A / t_M (a lower bound when ``censored``); NaN when the method's final loss is not finite
-    censored: bool  # Adam never reached the method's final loss: ``value`` is a lower bound
-    method_steps: float  # t_M
-    adam_steps: float  # t_A (the Adam budget when censored)
+    value: float  # t_B / t_M, or t_B(L_M) / T when the method never reaches L*
+    reached: bool  # the method reached the baseline's best loss L*
+    target: float  # L*
+    method_steps: float  # t_M (inf when not reached)
+    baseline_steps: float  # t_B
 
 
 def speedup(method_x: Sequence[float], method_losses: Sequence[float],
-            adam_curves: Iterable[tuple[Sequence[float], Sequence[float]]]) -> SpeedUp:
-    """Speed-up of a method over Adam, via the lower envelope of ``adam_curves`` ``[(x, losses)]``.
+            baseline_x: Sequence[float], baseline_losses: Sequence[float]) -> SpeedUp:
+    """Speed-up of a method over a baseline on their (seed-median) loss curves.
 
-    ``x`` is the cost axis (gradient evaluations or steps) and starts at 0 for the initial point.
-    The Adam curves may have different x grids; their envelope is taken pointwise after merging
-    their grids (each curve held constant between its own points — a curve is only credited with a
-    loss once it has actually recorded it).
+    ``L* = min`` of the baseline curve; ``t_B`` and ``t_M`` the first (interpolated) cost at which
+    the running minimum of each curve reaches ``L*``; speed-up ``t_B / t_M``. If the method never
+    reaches ``L*``: ``t_B(L_M) / x_M[-1]``, where ``L_M`` is the method's best loss and ``t_B(L_M)``
+    the cost at which the baseline reached it (a value below 1). A baseline that never improves on
+    its first point gives 1 when the method does not either. Non-finite method curves give 0.
     """
-    mx = np.asarray(method_x, dtype=np.float64)
-    ml = np.asarray(method_losses, dtype=np.float64)
-    curves = [(np.asarray(x, np.float64), np.asarray(l, np.float64)) for x, l in adam_curves]
-    if not curves:
-        raise ValueError("speedup needs at least one Adam curve")
-    target = float(ml[-1]) if ml.size else math.nan
+    bx, bl = np.asarray(baseline_x, np.float64), np.asarray(baseline_losses, np.float64)
+    mx, ml = np.asarray(method_x, np.float64), np.asarray(method_losses, np.float64)
+    benv = lower_envelope(bl)
+    target = float(benv[-1])
     if not math.isfinite(target):
-        return SpeedUp(math.nan, False, math.nan, math.nan)
+        return SpeedUp(math.nan, False, target, math.nan, math.nan)
+    t_b = first_passage(bx, bl, target)
     t_m = first_passage(mx, ml, target)
-    ax, al = merge_envelope(curves)
-    t_a = first_passage(ax, al, target)
-    censored = not math.isfinite(t_a)
-    if censored:
-        t_a = float(ax[-1])
-    if t_m <= 0:
-        # the method never got below its initial loss: no progress, no speed-up
-        return SpeedUp(0.0, censored, t_m, t_a)
-    return SpeedUp(t_a / t_m, censored, t_m, t_a)
+    if math.isfinite(t_m):
+        if t_m <= mx[0]:
+            value = 1.0 if t_b <= bx[0] else math.inf
+        else:
+            value = (t_b - bx[0]) / (t_m - mx[0])
+        return SpeedUp(float(value), True, target, t_m, t_b)
+    best_m = float(lower_envelope(ml)[-1])
+    if not math.isfinite(best_m) or best_m >= float(benv[0]):
+        return SpeedUp(0.0, False, target, math.inf, t_b)
+    t_bm = first_passage(bx, bl, best_m)
+    return SpeedUp(float((t_bm - bx[0]) / (mx[-1] - mx[0])), False, target, math.inf, t_b)
 
 
-def merge_envelope(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise lower envelope of several ``(x, losses)`` curves on the union of their grids."""
-    grid = np.unique(np.concatenate([np.asarray(x, np.float64) for x, _ in curves]))
-    best = np.full(grid.shape, np.inf)
-    for x, l in curves:
-        env = lower_envelope(l)
-        # value of this curve's envelope at each grid point: last recorded point with x_i <= g
-        idx = np.searchsorted(x, grid, side="right") - 1
-        vals = np.where(idx >= 0, env[np.clip(idx, 0, None)], np.inf)
-        best = np.minimum(best, vals)
-    return grid, best
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (default 95%); ``(nan, nan)`` for n = 0."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def bootstrap_mean_ci(values: Sequence[float], samples: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the mean and a seeded percentile-bootstrap interval (NaN values are
+    an error: callers map divergences to their normalized score first)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return (math.nan, math.nan, math.nan)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("bootstrap_mean_ci needs finite values")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (samples, x.size))].mean(axis=1)
+    a = (1 - level) / 2
+    return (float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
 
 
 def mean_over_curve(x: Sequence[float], norm_losses: Sequence[float]) -> float:
@@ -197,28 +211,3 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
         return Interval(m, m, m, 1)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * np.std(x, ddof=1) / math.sqrt(n))
     return Interval(m, m - half, m + half, n)
-
-
-def geometric_mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
-    """Geometric mean with a t interval computed in log space (for ratios such as speed-ups)."""
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x) & (x > 0)]
-    iv = mean_ci(np.log(x), level)
-    if iv.n == 0:
-        return iv
-    return Interval(math.exp(iv.mean), math.exp(iv.lo), math.exp(iv.hi), iv.n)
-
-
-def fraction_better(method_scores: Sequence[float], reference_scores: Sequence[float],
-                    tol: float = 0.0) -> Optional[float]:
-    """Fraction of paired entries where the method's (lower-is-better) score beats the reference
-    by more than ``tol``; pairs with a missing (NaN) reference are skipped; ``None`` if none remain."""
-    m = np.asarray(method_scores, dtype=np.float64)
-    r = np.asarray(reference_scores, dtype=np.float64)
-    if m.shape != r.shape:
-        raise ValueError(f"score arrays differ in shape: {m.shape} vs {r.shape}")
-    keep = ~np.isnan(r)
-    if not np.any(keep):
-        return None
-    m = np.where(np.isnan(m), np.inf, m[...])
-    return float(np.mean(m[keep] < r[keep] - tol))

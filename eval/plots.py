@@ -67,11 +67,9 @@ def curve_figure_size(num_tasks: int) -> tuple[int, int]:
     return int(round(cols * PANEL_W * DPI)), int(round((rows * PANEL_H + 0.9) * DPI))
 
 
-def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
-    """Normalized training loss per task vs gradient evaluations (``xaxis="x"``) or seconds
-    (``xaxis="wall"``, from ``results["timing"]``)."""
-    if xaxis not in ("x", "wall"):
-        raise ValueError(f"xaxis must be 'x' or 'wall', got {xaxis!r}")
+def plot_curves(results: dict, path: str) -> str:
+    """Normalized test loss per task vs gradient evaluations (one panel per task, seed mean and
+    min..max band per method)."""
     tasks = results["tasks"]
     if not tasks:
         raise ValueError("results hold no tasks to plot")
@@ -80,7 +78,6 @@ def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
     rows, cols = _grid_shape(len(tasks))
     w, h = curve_figure_size(len(tasks))
     fig, axes = plt.subplots(rows, cols, figsize=(w / DPI, h / DPI), squeeze=False)
-    timing = results.get("timing", {}).get("tasks", {})
     for k, t in enumerate(tasks):
         ax = axes[k // cols][k % cols]
         for name in names:
@@ -88,20 +85,9 @@ def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
             if r is None or r.get("skipped") or not r.get("seeds"):
                 continue
             ys, xs = [], []
-            for j, s in enumerate(r["seeds"]):
-                c = s["curve"]
-                y = _arr(c["norm_loss"])
-                if xaxis == "x":
-                    x = _arr(c["x"])
-                else:
-                    tt = timing.get(t["name"], {}).get(name)
-                    if tt is None:
-                        continue
-                    x = _arr(tt["wall_time_per_seed"][j])
-                    if len(x) != len(y):  # timing sampled on the cost grid: map by cost
-                        x = np.interp(_arr(c["x"]), _arr(tt["x_per_seed"][j]), x)
-                xs.append(x)
-                ys.append(y)
+            for s in r["seeds"]:
+                xs.append(_arr(s["curve"]["x"]))
+                ys.append(_arr(s["curve"]["norm_test"]))
             if not ys:
                 continue
             hi = max(float(np.nanmax(x)) for x in xs)
@@ -113,11 +99,11 @@ def plot_curves(results: dict, path: str, xaxis: str = "x") -> str:
             if Y.shape[0] > 1:
                 ax.fill_between(grid, np.nanmin(Y, axis=0), np.nanmax(Y, axis=0), color=colors[name],
                                 alpha=0.15, lw=0)
-        ax.set_title(t["name"], fontsize=8)
+        ax.set_title(t["name"] + (" (saturated)" if t.get("saturated") else ""), fontsize=8)
         ax.set_ylim(-0.3, 1.3)
         ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
-        ax.set_xlabel("gradient evaluations" if xaxis == "x" else "seconds", fontsize=7)
-        ax.set_ylabel("normalized loss", fontsize=7)
+        ax.set_xlabel("gradient evaluations", fontsize=7)
+        ax.set_ylabel("normalized test loss", fontsize=7)
         ax.tick_params(labelsize=6)
     for k in range(len(tasks), rows * cols):
         axes[k // cols][k % cols].axis("off")
@@ -139,8 +125,8 @@ def final_figure_size(num_tasks: int) -> tuple[int, int]:
 
 
 def plot_final(results: dict, path: str) -> str:
-    """Final normalized loss: per task and method (mean ± 95% CI over seeds) and a box plot of all
-    runs per method."""
+    """Final normalized test loss: per task and method (seed mean, bars from the seed minimum to
+    maximum) and a box plot of all runs per method."""
     tasks = results["tasks"]
     names = _method_names(results)
     colors = _colors(names)
@@ -152,12 +138,13 @@ def plot_final(results: dict, path: str) -> str:
         means, los, his, pos = [], [], [], []
         for k, t in enumerate(tasks):
             r = t["runs"].get(name)
-            if r is None or r.get("skipped") or "norm_final" not in r:
+            if r is None or r.get("skipped") or "norm_final_test" not in r:
                 continue
-            iv = r["norm_final"]
-            means.append(_f(iv["mean"]))
-            los.append(_f(iv["mean"]) - _f(iv["lo"]))
-            his.append(_f(iv["hi"]) - _f(iv["mean"]))
+            vals = [_f(sd["norm_final_test"]) for sd in r["seeds"]]
+            m = _f(r["norm_final_test"])
+            means.append(m)
+            los.append(m - min(vals))
+            his.append(max(vals) - m)
             pos.append(k + (i - (len(names) - 1) / 2) * width)
         if pos:
             ax.bar(pos, means, width=width, color=colors[name], label=name,
@@ -165,13 +152,13 @@ def plot_final(results: dict, path: str) -> str:
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels([t["name"].split("/")[-1] for t in tasks], rotation=40, ha="right", fontsize=6)
     ax.axhline(0.0, color="0.5", lw=0.6)
-    ax.set_ylabel("final normalized loss", fontsize=8)
-    ax.set_title("per task: mean over seeds, 95% CI (0 = best baseline, 1 = initial loss)", fontsize=8)
+    ax.set_ylabel("final normalized test loss", fontsize=8)
+    ax.set_title("per task: mean over seeds, bars min..max (0 = best baseline, 1 = initial loss)", fontsize=8)
     ax.set_ylim(-0.5, 2.05)
     ax.legend(fontsize=6, ncol=2)
     data, labels = [], []
     for name in names:
-        vals = [_f(s["norm_final"]) for t in tasks for s in (t["runs"].get(name) or {}).get("seeds", [])]
+        vals = [_f(s["norm_final_test"]) for t in tasks for s in (t["runs"].get(name) or {}).get("seeds", [])]
         if vals:
             data.append(vals)
             labels.append(name)

@@ -1,7 +1,11 @@
 """Write an evaluation's outputs: ``results.json``, ``timing.json``, PNG figures and ``report.md``.
 
-``results.json`` holds everything except wall-clock figures, so two runs with the same seeds
-produce byte-identical files; every timing lives in ``timing.json`` (and in the report).
+One evaluation covers one or more suites. ``results.json`` holds, besides every suite's full
+results (``suites[suite]``, see :mod:`eval.pipeline`), the contract view
+``summary[suite][method]`` (wins / ties / losses / saturated / win rate with its Wilson interval /
+median speed-up / mean normalized losses / divergences, against the baseline named in ``vs``).
+It holds no wall-clock figure, so two runs with the same seeds write byte-identical files; every
+timing lives in ``timing.json`` (and in the report).
 """
 from __future__ import annotations
 
@@ -11,15 +15,16 @@ import os
 from typing import Any, Optional
 
 from eval import plots
-from eval.pipeline import as_float
+from eval.metrics import as_float
 
 RESULTS_FILE = "results.json"
 TIMING_FILE = "timing.json"
 REPORT_FILE = "report.md"
+SCHEMA = "learned_opt.eval.multi/1"
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
-    f = as_float(v) if not isinstance(v, (int, float)) or v is None else float(v)
+    f = as_float(v)
     if math.isnan(f):
         return "–"
     if math.isinf(f):
@@ -28,19 +33,16 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return out[1:] if out.startswith("-") and float(out) == 0.0 else out  # no "-0.000"
 
 
-def _iv(d: Optional[dict], digits: int = 3) -> str:
-    if not d:
-        return "–"
-    m, lo, hi, n = as_float(d["mean"]), as_float(d["lo"]), as_float(d["hi"]), d.get("n", 0)
-    if math.isnan(m):
-        return "–"
-    if n is None or n <= 1 or math.isnan(lo):
-        return _fmt(m, digits)
-    return f"{_fmt(m, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+def _pct(v: Any) -> str:
+    f = as_float(v)
+    return "–" if math.isnan(f) else f"{100 * f:.0f}%"
 
 
-def _pct(v: Optional[float]) -> str:
-    return "–" if v is None else f"{100 * float(v):.0f}%"
+def _ci(pair: Optional[list], pct: bool = False) -> str:
+    if not pair or any(math.isnan(as_float(v)) for v in pair):
+        return ""
+    f = _pct if pct else _fmt
+    return f" [{f(pair[0])}, {f(pair[1])}]"
 
 
 def _dump(obj: Any, path: str) -> None:
@@ -51,8 +53,18 @@ def _dump(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
+def combine(results_by_suite: dict[str, dict]) -> dict:
+    """One results document for several suites: ``summary[suite][method]`` plus every suite."""
+    if not results_by_suite:
+        raise ValueError("no suite results to combine")
+    first = next(iter(results_by_suite.values()))
+    return {"schema": SCHEMA, "protocol": first["protocol"], "vs": first["protocol"]["vs"],
+            "summary": {s: r["summary"] for s, r in results_by_suite.items()},
+            "suites": {s: {k: v for k, v in r.items() if k != "timing"} for s, r in results_by_suite.items()}}
+
+
 def load_results(out_dir: str) -> dict:
-    """Read ``results.json`` (and ``timing.json`` if present) back into one results dict."""
+    """Read ``results.json`` (and ``timing.json`` if present) back into one document."""
     with open(os.path.join(out_dir, RESULTS_FILE), encoding="utf-8") as f:
         results = json.load(f)
     tpath = os.path.join(out_dir, TIMING_FILE)
@@ -66,176 +78,156 @@ def method_names(results: dict) -> list[str]:
     return [m["name"] for m in results["methods"]] + [b["name"] for b in results["baselines"]]
 
 
-def summary_table(results: dict) -> str:
-    rows = ["| method | tasks | final normalized loss | normalized loss over the run | speed-up vs tuned Adam "
-            "(geo-mean [CI]; median) | beats tuned Adam | beats L-BFGS | diverged runs |",
-            "|---|---:|---|---|---|---:|---:|---:|"]
+def _row(name: str, s: dict) -> str:
+    return (f"| {name} | {s['vs']} | {s['num_tasks']} | {s['wins']} / {s['ties']} / {s['losses']} | "
+            f"{s['saturated']} | {_pct(s['win_rate'])}{_ci(s['win_rate_ci95'], True)} | "
+            f"{_pct(s['win_or_tie_rate'])} | {_fmt(s['median_speedup'], 2)} | "
+            f"{_fmt(s['mean_norm_final_test'])}{_ci(s['mean_norm_final_test_ci95'])} | "
+            f"{_fmt(s['mean_norm_final_train'])} | {_fmt(s['mean_norm_area'])} | {s['diverged']}/{s['runs']} |")
+
+
+_HEAD = ("| method | vs | tasks | win / tie / loss | saturated | win rate [95% Wilson] | win or tie | "
+         "median speed-up | mean norm. final test [95% bootstrap] | mean norm. final train | "
+         "mean norm. area | diverged runs |\n|---|---|---:|---|---:|---|---:|---:|---|---:|---:|---:|")
+
+
+def summary_table(results: dict, baselines: Optional[list] = None) -> str:
+    """One row per method against the headline baseline, then against each other baseline
+    listed in ``baselines`` (default: every baseline)."""
+    rows = [_HEAD]
     for name in method_names(results):
         s = results["summary"].get(name)
-        if not s or not s["num_tasks"]:
-            continue
-        sp = _iv(s["speedup"], 2)
-        if s.get("speedup_censored_runs"):
-            sp += f" ({s['speedup_censored_runs']} ≥)"
-        lb = _pct(s["beats_lbfgs"])
-        if s["beats_lbfgs"] is not None:
-            lb += f" of {s['num_vs_lbfgs']}"
-        rows.append(f"| {name} | {s['num_tasks']} | {_iv(s['norm_final'])} | {_iv(s['norm_mean'])} | "
-                    f"{sp}; {_fmt(s['speedup_median'], 2)} | {_pct(s['beats_adam'])} | {lb} | "
-                    f"{s['divergences']}/{s['runs']} |")
+        if s:
+            rows.append(_row(name, s))
+    evaluated = [m["name"] for m in results["methods"]]
+    others = baselines if baselines is not None else [b["name"] for b in results["baselines"]]
+    for name in evaluated:
+        for b, s in results["summary"].get(name, {}).get("by_baseline", {}).items():
+            if b != results["summary"][name]["vs"] and b in others:
+                rows.append(_row(name, s))
     return "\n".join(rows)
 
 
 def group_table(results: dict) -> str:
-    """Per method and task group (the parts of a mixed suite such as ``ood``)."""
-    rows = ["| method | group | tasks | final normalized loss | speed-up (geo-mean) | beats tuned Adam | "
-            "beats L-BFGS | diverged runs |", "|---|---|---:|---|---|---:|---:|---:|"]
+    rows = [_HEAD.replace("| method |", "| method / group |")]
     any_row = False
-    for name in method_names(results):
+    for name in [m["name"] for m in results["methods"]]:
         for g, s in (results["summary"].get(name, {}).get("by_group") or {}).items():
-            if not s["num_tasks"]:
-                continue
             any_row = True
-            rows.append(f"| {name} | {g} | {s['num_tasks']} | {_iv(s['norm_final'])} | {_iv(s['speedup'], 2)} | "
-                        f"{_pct(s['beats_adam'])} | {_pct(s['beats_lbfgs'])} | {s['divergences']}/{s['runs']} |")
+            rows.append(_row(f"{name} / {g}", s))
     return "\n".join(rows) if any_row else ""
 
 
 def per_task_table(results: dict) -> str:
     names = method_names(results)
-    head = "| task | steps | params | exact | L_init | L_best (by) | " + " | ".join(names) + " |"
-    rows = [head, "|" + "---|" * 6 + "---:|" * len(names)]
+    vs = results["protocol"]["vs"]
+    head = ("| task | steps | data | selected on | L_init → L_best (test) | " + " | ".join(names) + " |")
+    rows = [head, "|" + "---|" * 5 + "---|" * len(names)]
     for t in results["tasks"]:
-        n = t["norm"]
+        n = t["norm"]["test"]
         cells = []
         for name in names:
             r = t["runs"].get(name, {})
-            if r.get("skipped") or "norm_final" not in r:
+            if r.get("skipped") or "norm_final_test" not in r:
                 cells.append("–")
                 continue
-            c = _fmt(r["norm_final"]["mean"])
-            if r.get("hparams"):
-                c += " (" + ", ".join(f"lr={v:.3g}" if k == "learning_rate" else f"{k}={v:.3g}"
-                                      for k, v in r["hparams"].items()) + ")"
-            if r.get("divergences"):
-                c += f" ⚠{r['divergences']}"
+            c = _fmt(r["norm_final_test"])
+            lr = (r.get("hparams") or {}).get("learning_rate")
+            if lr is not None and r.get("grid"):
+                c += f" (lr {lr:.3g})"
+            comp = t["comparisons"].get(name, {}).get(vs)
+            if comp is not None:
+                c += f" {comp['outcome']} ×{_fmt(comp['speedup'], 2)}"
+            if r.get("diverged"):
+                c += f" ⚠{r['diverged']}"
             cells.append(c)
-        rows.append(f"| {t['name']} | {t['num_steps']} | {t['num_params']} | {'yes' if t['exact'] else 'no'} | "
-                    f"{_fmt(n['init'], 4)} | {_fmt(n['best'], 4)} ({n.get('best_method') or '–'}) | "
+        sat = " (saturated)" if t.get("saturated") else ""
+        rows.append(f"| {t['name']}{sat} | {t['num_steps']} | {t['data']} | {t['splits']['selection']} | "
+                    f"{_fmt(n['init'], 4)} → {_fmt(n['best'], 4)} ({n.get('best_method') or '–'}) | "
                     + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def lbfgs_table(results: dict) -> str:
-    evaluated = [m["name"] for m in results["methods"]]
-    rows = ["| task | exact | L-BFGS-B final | L-BFGS-B grad. evals | " +
-            " | ".join(evaluated + ["tuned Adam"]) + " | best |",
-            "|---|---|---:|---:|" + "---:|" * (len(evaluated) + 1) + "---|"]
-    any_row = False
-    for t in results["tasks"]:
-        lb = t["runs"].get("L-BFGS-B")
-        if not lb or lb.get("skipped") or "norm_final" not in lb:
-            continue
-        any_row = True
-        cost = sum(as_float(s["cost"]) for s in lb["seeds"]) / max(1, len(lb["seeds"]))
-        cands = {"L-BFGS-B": as_float(lb["norm_final"]["mean"])}
-        cells = []
-        for name in evaluated + ["adam"]:
-            r = t["runs"].get(name, {})
-            v = as_float(r["norm_final"]["mean"]) if "norm_final" in r else math.nan
-            cells.append(_fmt(v))
-            if not math.isnan(v):
-                cands[name if name != "adam" else "tuned Adam"] = v
-        best = min(cands, key=lambda k: cands[k])
-        rows.append(f"| {t['name']} | {'yes' if t['exact'] else 'no'} | {_fmt(cands['L-BFGS-B'])} | {cost:.0f} | "
-                    + " | ".join(cells) + f" | {best} |")
-    return "\n".join(rows) if any_row else "_L-BFGS-B did not run on any task of this suite._"
-
-
-def timing_section(results: dict) -> str:
-    timing = results.get("timing") or {}
+def timing_lines(timing: dict) -> list[str]:
     if not timing:
-        return "_no timing recorded_"
-    lines = [f"Whole suite: **{_fmt(timing.get('total_seconds'), 1)} s** wall-clock, "
-             f"{_fmt(timing.get('total_cpu_seconds'), 1)} s CPU time of this process (compile included; "
-             f"on a shared machine wall-clock exceeds CPU time). Per task (compile + run wall-clock seconds "
-             f"per method):", "",
-             "| task | total s | " + " | ".join(method_names(results)) + " |",
-             "|---|---:|" + "---:|" * len(method_names(results))]
-    for name, tt in timing.get("tasks", {}).items():
-        cells = []
-        for m in method_names(results):
-            x = tt.get(m)
-            cells.append("–" if not x else f"{_fmt(x['compile'], 1)} + {_fmt(x['run'], 2)}")
-        lines.append(f"| {name} | {_fmt(tt.get('total'), 1)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        return ["_no timing recorded_"]
+    return [f"{_fmt(timing.get('total_seconds'), 1)} s wall-clock, "
+            f"{_fmt(timing.get('total_cpu_seconds'), 1)} s CPU time of this process (compile included)."]
 
 
-def render_markdown(results: dict, figures: dict) -> str:
-    suite = results["suite"]
-    cfg = results["config"]
-    out = [f"# Evaluation: suite `{suite['name']}` (v{suite['version']})", "",
+RULES = ("Protocol: baselines' learning rates are selected on the `inner_valid` split (data-free tasks: "
+         "on separate seeds) from one grid; every number is reported on the `test` split (data-free "
+         "tasks: the exact expected loss) with train-time noise off. Normalized loss "
+         "`(L − L_best)/(L_init − L_best)` clipped to [−2, 2], NaN/inf → 2 (counted as diverged). "
+         "Speed-up: steps the tuned baseline needs to reach its best test loss ÷ steps the method needs "
+         "to reach it (running minimum of seed-median curves; below 1 when the method never gets there). "
+         "Win: speed-up ≥ {w} and final test loss not worse than the baseline's by more than {band:.0%} "
+         "of `L_init − L_best`; tie: speed-up within (1/{w}, {w}) or final losses within that band; "
+         "loss: otherwise, or any divergence. Saturated: every method within the band of `L_best` by "
+         "{sat:.0%} of the horizon. Intervals: Wilson (win rate), seeded bootstrap over tasks (means).")
+
+
+def rules_text(protocol: dict) -> str:
+    return RULES.format(w=protocol["win_speedup"], band=protocol["tie_band"],
+                        sat=protocol["saturation_fraction"])
+
+
+def suite_markdown(results: dict, figures: dict, rel: str = "") -> list[str]:
+    suite, cfg = results["suite"], results["config"]
+    out = [f"## Suite `{suite['name']}` (v{suite['version']})", "",
            f"{suite['description']}. {len(results['tasks'])} tasks, seeds {cfg['seeds']}"
            + (f", horizon overridden to {cfg['num_steps_override']} steps" if cfg.get("num_steps_override") else "")
-           + ".", "", "**Evaluated:**"]
-    for m in results["methods"]:
-        out.append(f"- `{m['name']}` — {m.get('description', '')}")
-    out += ["", "**Baselines:**"]
-    for b in results["baselines"]:
-        extra = ""
-        if b.get("grid") and len(b["grid"]) > 1:
-            rates = [g.get("learning_rate") for g in b["grid"]]
-            extra = f" (rates {', '.join(f'{r:.3g}' for r in rates if r is not None)})"
-        out.append(f"- `{b['name']}` — {b.get('description', '')}{extra}")
-    out += ["", "## Summary", "", summary_table(results), "",
-            "Normalized loss `(L − L_best)/(L_init − L_best)` clipped to [−2, 2] (NaN/inf → 2): 1 = the "
-            "initial loss, 0 = the best seed-averaged loss any baseline reached on that task within the same "
-            "budget (on minibatch tasks only the first-order baselines count; negative = better). Intervals are 95% Student-t intervals over tasks "
-            "(of per-task seed means). Speed-up = gradient evaluations tuned Adam (lower envelope of "
-            "its whole learning-rate sweep, same seed) needs to reach the method's final loss ÷ those the "
-            "method needed; `≥` marks runs where Adam never got there (lower bounds). “Beats” compares "
-            "per-task mean final normalized loss. A run diverged if its loss became non-finite or ended "
-            "above its initial value. Classical methods count every function/gradient evaluation (and "
-            "Hessian-vector product) against the same budget as first-order steps; on minibatch tasks "
-            "they minimize the whole training split (exact gradients) while first-order methods see "
-            "minibatches.", ""]
+           + ".", "", summary_table(results), ""]
     groups = group_table(results)
     if groups:
         out += ["### By task group", "", groups, ""]
-    out += ["## Final normalized loss per task (mean over seeds)", "", per_task_table(results), "",
-            "## L-BFGS-B comparison", "", lbfgs_table(results), "", "## Figures", ""]
+    out += ["### Per task (final normalized test loss; verdict and speed-up vs "
+            f"`{results['protocol']['vs']}`)", "", per_task_table(results), ""]
     for label, path in figures.items():
-        out.append(f"![{label}]({os.path.basename(path)})")
-        out.append("")
-    out += ["## Wall time", "", timing_section(results), ""]
+        out += [f"![{label}]({rel}{os.path.basename(path)})", ""]
+    out += timing_lines(results.get("timing") or {}) + [""]
+    return out
+
+
+def render_markdown(results_by_suite: dict[str, dict], figures: dict[str, dict]) -> str:
+    first = next(iter(results_by_suite.values()))
+    out = ["# Evaluation", "", "**Evaluated:**"]
+    for m in first["methods"]:
+        out.append(f"- `{m['name']}` — {m.get('description', '')}")
+    out += ["", "**Baselines:**"]
+    for b in first["baselines"]:
+        out.append(f"- `{b['name']}` — {b.get('description', '')}")
+    out += ["", rules_text(first["protocol"]), ""]
+    for s, r in results_by_suite.items():
+        out += suite_markdown(r, figures.get(s, {}))
     return "\n".join(out)
 
 
-def write_report(results: dict, out_dir: str, *, figures: bool = True) -> dict:
-    """Write ``results.json``, ``timing.json``, the PNGs and ``report.md`` into ``out_dir``.
+def write_report(results_by_suite: dict[str, dict] | dict, out_dir: str, *, figures: bool = True) -> dict:
+    """Write ``results.json`` (see :func:`combine`), ``timing.json``, per-suite PNGs and
+    ``report.md`` into ``out_dir``. Accepts one suite's results or ``{suite: results}``.
 
-    Returns ``{"report", "results", "timing", "figures": {label: path}}``.
+    Returns ``{"report", "results", "timing", "figures": {suite: {label: path}}}``.
     """
+    if "schema" in results_by_suite and "tasks" in results_by_suite:  # one suite's results
+        results_by_suite = {results_by_suite["suite"]["name"]: results_by_suite}
     os.makedirs(out_dir, exist_ok=True)
-    stable = {k: v for k, v in results.items() if k != "timing"}
-    rpath = os.path.join(out_dir, RESULTS_FILE)
-    tpath = os.path.join(out_dir, TIMING_FILE)
-    _dump(stable, rpath)
-    _dump(results.get("timing", {}), tpath)
+    rpath, tpath = os.path.join(out_dir, RESULTS_FILE), os.path.join(out_dir, TIMING_FILE)
+    _dump(combine(results_by_suite), rpath)
+    _dump({s: r.get("timing", {}) for s, r in results_by_suite.items()}, tpath)
     figs: dict = {}
-    if figures and results["tasks"]:
-        figs["normalized loss vs gradient evaluations"] = plots.plot_curves(
-            results, os.path.join(out_dir, "curves.png"), xaxis="x")
-        if results.get("timing"):
-            figs["normalized loss vs wall-clock seconds"] = plots.plot_curves(
-                results, os.path.join(out_dir, "curves_wall.png"), xaxis="wall")
-        figs["final normalized loss per task"] = plots.plot_final(results, os.path.join(out_dir, "final.png"))
-        panels = plots.path_panels(results)
+    for s, r in results_by_suite.items():
+        figs[s] = {}
+        if not figures or not r["tasks"]:
+            continue
+        figs[s]["normalized test loss vs gradient evaluations"] = plots.plot_curves(
+            r, os.path.join(out_dir, f"{s}_curves.png"))
+        figs[s]["final normalized test loss per task"] = plots.plot_final(r, os.path.join(out_dir, f"{s}_final.png"))
+        panels = plots.path_panels(r)
         if panels:
-            figs["optimizer paths on 2-D test functions"] = plots.plot_paths(
-                panels, os.path.join(out_dir, "paths.png"))
-    md = render_markdown(results, figs)
+            figs[s]["optimizer paths on 2-D test functions"] = plots.plot_paths(
+                panels, os.path.join(out_dir, f"{s}_paths.png"))
     mpath = os.path.join(out_dir, REPORT_FILE)
     with open(mpath, "w", encoding="utf-8") as f:
-        f.write(md)
+        f.write(render_markdown(results_by_suite, figs))
     return {"report": mpath, "results": rpath, "timing": tpath, "figures": figs}

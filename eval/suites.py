@@ -8,15 +8,20 @@ does; resolved suites record every task's ``task_id`` (or constructor config) in
 
 =================  =============================================================================
 ``smoke``          two tiny tasks (a quadratic, full-batch logistic regression on synthetic data),
-                   40 steps, 2 seeds, Adam sweep + L-BFGS-B: for tests
-``indist``         8 held-out tasks of the training families (unseen seeds), meta-training horizon
-``ood``            8 tasks: 2 each of ``ood_family``, ``ood_size``, ``ood_dataset``, ``ood_horizon``
-``ood_family``     4 tasks of families never trained on (conv nets, VAEs, char-RNN LMs)
-``ood_size``       4 wider/deeper MLPs and bigger quadratics
-``ood_dataset``    4 tasks on datasets never trained on (MNIST-1D, 16x16 digits)
-``ood_horizon``    4 training-family tasks at 5x the meta-training horizon
+                   40 steps, 2 seeds: for tests
+``indist``         32 fresh samples (seeds never trained on) of the meta-training distribution
+                   (the ``train`` families and sampling spaces: taskset ``indist``), horizon 200
+``ood``            32 tasks, 8 per axis: unseen families (conv nets, VAEs, char-RNN LMs), larger
+                   nets, unseen datasets (MNIST-1D, 16x16 digits), and the training families at
+                   5x (4 tasks) and 10x (4 tasks) the meta-training horizon
+``indist-small``   the first 8 tasks of ``indist`` (family-balanced)
+``ood-small``      2 tasks per OOD axis
+``ood_family`` …   one OOD axis each (``ood_family``, ``ood_size``, ``ood_dataset``, ``ood_horizon``)
 ``functions2d``    Rosenbrock, Beale, flower, Ackley, Himmelblau, Booth from their standard starts
 =================  =============================================================================
+
+Any suite can be shrunk for a smoke run with ``resolve(size=k)`` (``--suite-size k``): tasks are
+taken round-robin over the suite's entries, so the parts stay balanced.
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ class FromTaskset:
     limit: Optional[int] = None
     num_steps: Optional[int] = None
     families: Optional[tuple[str, ...]] = None
+    skip: int = 0  # drop the first ``skip`` (after family interleaving), before ``limit``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +87,22 @@ class Suite:
     description: str
     entries: tuple
     seeds: int = DEFAULT_SEEDS
-    baselines: tuple[str, ...] = ("adam", "sgdm", "L-BFGS-B", "CG", "BFGS", "trust-ncg")
-    eval_points: int = 20
     paths: bool = False  # draw optimizer paths (2-D tasks only)
 
-    def resolve(self) -> list[SuiteTask]:
-        """The suite's tasks, deterministic given the frozen tasksets."""
-        out: list[SuiteTask] = []
-        for e in self.entries:
-            out.extend(_resolve_entry(e))
+    def resolve(self, size: Optional[int] = None) -> list[SuiteTask]:
+        """The suite's tasks, deterministic given the frozen tasksets; with ``size``, the first
+        ``size`` of them taken round-robin over the entries."""
+        parts = [_resolve_entry(e) for e in self.entries]
+        if size is None:
+            out = [t for p in parts for t in p]
+        else:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"suite size must be a positive int, got {size!r}")
+            out, k = [], 0
+            while len(out) < size and any(k < len(p) for p in parts):
+                out.extend(p[k] for p in parts if k < len(p))
+                k += 1
+            out = out[:size]
         names = [t.name for t in out]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -98,7 +111,7 @@ class Suite:
 
     def summary(self) -> dict:
         return {"name": self.name, "version": self.version, "description": self.description,
-                "default_seeds": self.seeds, "baselines": list(self.baselines)}
+                "default_seeds": self.seeds}
 
 
 def _fixed(ctor: str, num_steps: int, name: Optional[str] = None, **kwargs) -> FixedTask:
@@ -160,6 +173,7 @@ def _resolve_entry(e: Any) -> list[SuiteTask]:
                                  build=lambda cfg=cfg: tasksets.build_task(cfg),
                                  task_id=entry.get("task_id") or tasksets.task_id(cfg), config=cfg))
         out = _interleave(out)
+        out = out[e.skip:]
         if e.limit is not None:
             out = out[:e.limit]
         if not out:
@@ -183,29 +197,42 @@ def _interleave(tasks: list[SuiteTask]) -> list[SuiteTask]:
 
 _F2D = "tasks.functions2d:Function2DTask"
 
+_OOD_AXES = (("ood_family", 8, None), ("ood_size", 8, None), ("ood_dataset", 8, None))
+
+
+def _ood_entries(per_axis: int) -> tuple:
+    entries = [FromTaskset(ts, per_family=8, limit=min(per_axis, k)) for ts, k, _ in _OOD_AXES]
+    half = max(1, per_axis // 2)
+    entries.append(FromTaskset("ood_horizon", per_family=8, limit=half))  # 5x: 1000 steps
+    entries.append(FromTaskset("ood_horizon10", per_family=8, limit=half))  # 10x: 2000 steps
+    return tuple(entries)
+
+
 SUITES: dict[str, Suite] = {s.name: s for s in [
-    Suite("smoke", 1, "two tiny tasks for tests: a 10-d quadratic and full-batch logistic regression "
+    Suite("smoke", 2, "two tiny tasks for tests: a 10-d quadratic and full-batch logistic regression "
           "(512 synthetic examples, 16 features, 3 classes), 40 steps",
           entries=(_fixed("tasks.quadratic:QuadraticTask", 40, name="quadratic10", dim=10,
                           condition_number=20.0),
                    _fixed("tasks.regression:LogisticRegressionTask", 40, name="logreg16")),
-          seeds=2, baselines=("adam", "L-BFGS-B"), eval_points=10),
-    Suite("indist", 1, "held-out seeds of the meta-training families, meta-training horizon",
-          entries=(FromTaskset("heldout", per_family=3, limit=8),), seeds=3),
-    Suite("ood", 1, "out of distribution: 2 tasks each of unseen families, larger nets, unseen "
-          "datasets, and 5x the meta-training horizon",
-          entries=(FromTaskset("ood_family", per_family=1, limit=2),
-                   FromTaskset("ood_size", per_family=1, limit=2),
-                   FromTaskset("ood_dataset", per_family=1, limit=2),
-                   FromTaskset("ood_horizon", per_family=1, limit=2)), seeds=3),
-    Suite("ood_family", 1, "families never trained on", entries=(FromTaskset("ood_family", 2, 4),)),
-    Suite("ood_size", 1, "wider/deeper MLPs and bigger quadratics", entries=(FromTaskset("ood_size", 2, 4),)),
-    Suite("ood_dataset", 1, "datasets never trained on", entries=(FromTaskset("ood_dataset", 2, 4),)),
-    Suite("ood_horizon", 1, "training families at 5x the horizon", entries=(FromTaskset("ood_horizon", 2, 4),)),
-    Suite("functions2d", 1, "classic 2-D test functions from their standard start points",
+          seeds=2),
+    Suite("indist", 2, "32 fresh samples of the meta-training distribution (train families and "
+          "spaces, unseen seeds), meta-training horizon",
+          entries=(FromTaskset("indist", per_family=32, limit=32),), seeds=3),
+    Suite("ood", 2, "out of distribution, 8 tasks per axis: unseen families, larger nets, unseen "
+          "datasets, and the training families at 5x (4) and 10x (4) the meta-training horizon",
+          entries=_ood_entries(8), seeds=3),
+    Suite("indist-small", 2, "the first 8 tasks of indist (family-balanced)",
+          entries=(FromTaskset("indist", per_family=32, limit=8),), seeds=3),
+    Suite("ood-small", 2, "2 tasks per OOD axis", entries=_ood_entries(2), seeds=3),
+    Suite("ood_family", 2, "families never trained on", entries=(FromTaskset("ood_family", 8, 8),)),
+    Suite("ood_size", 2, "wider/deeper MLPs and bigger quadratics", entries=(FromTaskset("ood_size", 8, 8),)),
+    Suite("ood_dataset", 2, "datasets never trained on", entries=(FromTaskset("ood_dataset", 8, 8),)),
+    Suite("ood_horizon", 2, "training families at 5x and 10x the horizon",
+          entries=(FromTaskset("ood_horizon", 8, 4), FromTaskset("ood_horizon10", 8, 4))),
+    Suite("functions2d", 2, "classic 2-D test functions from their standard start points",
           entries=tuple(_fixed(_F2D, 200, name=f, function=f) for f in
                         ("rosenbrock", "beale", "flower", "ackley", "himmelblau", "booth")),
-          seeds=1, baselines=("adam", "sgdm", "L-BFGS-B", "CG", "BFGS", "trust-ncg"), paths=True),
+          seeds=1, paths=True),
 ]}
 
 
@@ -230,8 +257,7 @@ def describe_suites() -> str:
     return "\n".join(lines)
 
 
-def custom_suite(name: str, tasks: Sequence[tuple[str, Any, int]], *, seeds: int = DEFAULT_SEEDS,
-                 baselines: Sequence[str] = ("adam", "L-BFGS-B"), eval_points: int = 20) -> Suite:
+def custom_suite(name: str, tasks: Sequence[tuple[str, Any, int]], *, seeds: int = DEFAULT_SEEDS) -> Suite:
     """A suite over explicit ``(name, task_factory_path_or_cfg, num_steps)`` triples: the middle
     item is a tasksets cfg dict or a ``"module:Class"`` string (built with no arguments)."""
     entries = []
@@ -242,5 +268,4 @@ def custom_suite(name: str, tasks: Sequence[tuple[str, Any, int]], *, seeds: int
             entries.append(FixedTask(ctor=ref, kwargs=(), num_steps=int(steps), name=tname))
         else:
             raise TypeError(f"task {tname!r}: expected a cfg dict or 'module:Class', got {type(ref).__name__}")
-    return Suite(name, 0, "custom suite", tuple(entries), seeds=seeds, baselines=tuple(baselines),
-                 eval_points=eval_points)
+    return Suite(name, 0, "custom suite", tuple(entries), seeds=seeds)

@@ -82,6 +82,9 @@ class ReparamMember(Task):
     def loss(self, params: Any, key: jax.Array, batch: Any = None) -> jax.Array:
         return self.base.loss(self.to_base(params), key, batch)
 
+    def eval_loss(self, params: Any, batch: Any = None) -> jax.Array:
+        return self.base.eval_loss(self.to_base(params), batch)
+
 
 class ReparamTask(ReparamMember):
     """A fixed task with log-uniform weight scales drawn once from ``seed``.

@@ -7,7 +7,10 @@ A ``Task`` is an inner optimization problem over a pytree dict of parameters:
   datasets yield (``None`` for data-free tasks);
 * ``datasets``: ``None`` for data-free tasks, else a :class:`Datasets` with ``train``,
   ``inner_valid``, ``outer_valid`` and ``test`` splits;
-* ``name``: a human-readable identifier.
+* ``name``: a human-readable identifier;
+* ``eval_loss(params, batch) -> scalar``: the **evaluation objective** -- the loss with train-time
+  noise off (dropout disabled, the exact expected loss of noisy synthetic problems, a fixed key
+  for any remaining randomness), so that a score depends only on ``params`` and ``batch``.
 
 Tasks with non-trainable state (batch-norm statistics, ...) override ``init_with_state`` /
 ``loss_with_state``; the defaults wrap the stateless pair with ``state = None``.
@@ -28,6 +31,15 @@ Batch = Any  # pytree (dict) of arrays, or None
 ModelState = Any
 
 
+EVAL_KEY_SEED = 2**31 - 1  # the fixed key of every evaluation loss
+
+
+def eval_key() -> jax.Array:
+    """The fixed PRNG key evaluation losses use for randomness that is part of the objective
+    (e.g. a VAE's reparameterization sample)."""
+    return jax.random.PRNGKey(EVAL_KEY_SEED)
+
+
 class Task:
     """Base class for inner problems. Subclasses implement ``init`` and ``loss``."""
 
@@ -39,6 +51,15 @@ class Task:
 
     def loss(self, params: Params, key: jax.Array, batch: Batch) -> jax.Array:
         raise NotImplementedError  # abstract
+
+    def eval_loss(self, params: Params, batch: Batch) -> jax.Array:
+        """The loss with train-time noise off; deterministic in ``(params, batch)``.
+
+        Default: ``loss(params, EVAL_KEY, batch)`` with one fixed key. Tasks whose training loss
+        is noisy by design override it: classifiers turn dropout off, noisy quadratics return
+        their exact expected loss, wrappers delegate to the task they wrap.
+        """
+        return self.loss(params, eval_key(), batch)
 
     # --- stateful variants (override for tasks with model state) -----------------------------
     def init_with_state(self, key: jax.Array) -> tuple[Params, ModelState]:

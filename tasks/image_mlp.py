@@ -74,6 +74,13 @@ class ClassifierTask(ConfiguredTask):
             value = value + 0.5 * self.l2 * kernel_l2(params)
         return value
 
+    def eval_loss(self, params: dict, batch: dict) -> jax.Array:
+        """Cross-entropy (plus the L2 term) with dropout off."""
+        value = softmax_cross_entropy(self.logits(params, batch), batch["label"])
+        if self.l2 > 0:
+            value = value + 0.5 * self.l2 * kernel_l2(params)
+        return value
+
     def accuracy(self, params: dict, batch: dict) -> jax.Array:
         """Fraction classified correctly (dropout off)."""
         return accuracy(self.logits(params, batch), batch["label"])

@@ -101,6 +101,10 @@ class QuadraticTask(ConfiguredTask):
         A, b = jnp.asarray(self.A, dt), jnp.asarray(self.b, dt)
         return 0.5 * x @ (A @ x) - b @ x + jnp.asarray(self.c, dt)
 
+    def eval_loss(self, params: dict, batch: Any = None) -> jax.Array:
+        """The exact expected loss ``f(x)`` (noise off)."""
+        return self.expected_loss(params)
+
     def loss(self, params: dict, key: jax.Array, batch: Any = None) -> jax.Array:
         value = self.expected_loss(params)
         if self.noise_std > 0.0:
@@ -142,6 +146,10 @@ class SampledQuadraticTask(Task):
         lam = jnp.asarray(self.cfg["eigvals"], dt)
         z = q.T @ (x - jnp.asarray(self.cfg["target"], dt))
         return 0.5 * jnp.sum(lam * z * z)
+
+    def eval_loss(self, params: dict, batch: Any = None) -> jax.Array:
+        """The exact expected loss (noise off)."""
+        return self.expected_loss(params)
 
     def loss(self, params: dict, key: jax.Array, batch: Any = None) -> jax.Array:
         x = params["x"]

@@ -191,6 +191,9 @@ class SparseGradientTask(_Wrapper):
         used = jax.tree.map(lambda p, m: jnp.where(m, p, jax.lax.stop_gradient(p)), params, mask)
         return self.base.loss(used, kbase, batch)
 
+    def eval_loss(self, params: Any, batch: Any = None) -> jax.Array:
+        return self.base.eval_loss(params, batch)  # the mask only touches the gradient
+
 
 class RescaleTask(_Wrapper):
     """``loss(p) = base.loss(scale * p)``, ``init = base.init / scale``."""
@@ -206,6 +209,9 @@ class RescaleTask(_Wrapper):
 
     def loss(self, params: Any, key: jax.Array, batch: Any = None) -> jax.Array:
         return self.base.loss(jax.tree.map(lambda p: p * self.scale, params), key, batch)
+
+    def eval_loss(self, params: Any, batch: Any = None) -> jax.Array:
+        return self.base.eval_loss(jax.tree.map(lambda p: p * self.scale, params), batch)
 
 
 class LogObjectiveTask(_Wrapper):
@@ -223,3 +229,6 @@ class LogObjectiveTask(_Wrapper):
 
     def loss(self, params: Any, key: jax.Array, batch: Any = None) -> jax.Array:
         return jnp.log(self.base.loss(params, key, batch) - self.offset + self.eps)
+
+    def eval_loss(self, params: Any, batch: Any = None) -> jax.Array:
+        return jnp.log(self.base.eval_loss(params, batch) - self.offset + self.eps)

@@ -17,7 +17,9 @@ The named tasksets (see :data:`TASKSET_SPECS`):
 * ``ood_family``  -- families never trained on: conv nets, VAEs, character RNN language models;
 * ``ood_size``    -- wider and deeper MLPs, bigger quadratics;
 * ``ood_dataset`` -- datasets never trained on: MNIST-1D and 16x16 digits;
-* ``ood_horizon`` -- the training families at 5x the horizon (1000 steps).
+* ``ood_horizon`` -- the training families at 5x the horizon (1000 steps);
+* ``ood_horizon10`` -- the training families at 10x the horizon (2000 steps);
+* ``indist``      -- 32 fresh samples of the training distribution (the evaluation suite ``indist``).
 """
 from __future__ import annotations
 
@@ -60,6 +62,13 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "horizon": TRAIN_HORIZON,
         "members": _train_members(100_000, _TRAIN_COUNTS),
     },
+    "indist": {
+        "description": "32 fresh samples of the meta-training distribution (the train families and "
+                       "spaces in the train taskset's proportions, unseen seeds): the indist suite",
+        "horizon": TRAIN_HORIZON,
+        "members": _train_members(600_000, {"mlp_family": 13, "quadratic_family": 8,
+                                            "synthetic_family": 6, "mlp_ae_family": 5}),
+    },
     "ood_family": {
         "description": "families never trained on: conv nets, VAEs, character RNN language models",
         "horizon": TRAIN_HORIZON,
@@ -96,6 +105,12 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "description": "the training families at 5x the meta-training horizon",
         "horizon": 5 * TRAIN_HORIZON,
         "members": _train_members(500_000, {"mlp_family": 3, "quadratic_family": 2,
+                                            "synthetic_family": 2, "mlp_ae_family": 1}),
+    },
+    "ood_horizon10": {
+        "description": "the training families at 10x the meta-training horizon",
+        "horizon": 10 * TRAIN_HORIZON,
+        "members": _train_members(510_000, {"mlp_family": 2, "quadratic_family": 2,
                                             "synthetic_family": 2, "mlp_ae_family": 1}),
     },
 })
