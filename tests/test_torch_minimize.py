@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
+torch.set_num_threads(1)  # a spinning 2-thread pool is many times slower on a shared 2-core machine
 
 from learned_opt import minimize  # noqa: E402
 from learned_opt import _torch_bridge  # noqa: E402

@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
+torch.set_num_threads(1)  # a spinning 2-thread pool is many times slower on a shared 2-core machine
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
