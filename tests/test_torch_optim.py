@@ -187,3 +187,32 @@ def test_learned_opt_bad_input():
         LearnedOpt(model.parameters(), "no-such-optimizer")
     with pytest.raises(TypeError, match="optimizer must be"):
         LearnedOpt(model.parameters(), 3)
+
+
+@pytest.mark.parametrize("name", ["mlp", "hierarchical"])
+def test_learned_opt_matches_minimize_with_the_same_learned_optimizer(name):
+    """Full-batch training: LearnedOpt for N steps == minimize(method=<the same optax transform>,
+    maxiter=N) on the functional model over a dict of tensors (autograd gradients in both)."""
+    X, y = _data(torch.float32)
+    model = _model(torch.float32, hidden=8)
+    init = {k: v.detach().clone() for k, v in model.named_parameters()}
+    n = 12
+
+    def mse(out):
+        return ((out - y) ** 2).mean()
+
+    tx = learned_opt.load_pretrained(name, num_steps=n)
+    res = minimize(lambda p: mse(torch.func.functional_call(model, p, (X,))), init, method=tx,
+                   options={"maxiter": n})
+    opt = LearnedOpt(model.named_parameters(), name, num_steps=n)
+    losses = []
+    for _ in range(n):
+        opt.zero_grad()
+        loss = mse(model(X))
+        loss.backward()
+        losses.append(loss.item())
+        opt.step(loss=loss)
+    assert res.nit == n and losses[-1] < losses[0]
+    np.testing.assert_allclose(losses, res.loss_history[:n], rtol=1e-5)
+    for k, p in model.named_parameters():
+        np.testing.assert_allclose(p.detach().numpy(), res.x[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
