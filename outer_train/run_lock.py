@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 from learned_opt.errors import UserError
 
 LOCK_FILE = ".lock"
+_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}  # flock errors of lock-less filesystems
 
 
 class RunLockError(UserError):
@@ -116,6 +117,12 @@ def run_lock(run_dir: str | os.PathLike,
                 raise RunLockError(f"run directory {run_dir} is in use by {_describe(holder)} "
                                    f"(lock {path}); wait for it to finish or choose another output "
                                    f"directory") from None
+            if err.errno in _UNSUPPORTED:
+                if warn is not None:
+                    warn(f"the filesystem of {run_dir} does not support file locks; the run directory "
+                         f"is not protected against a second process")
+                yield path
+                return
             raise
         stale = _read_record(fd)
         if stale and warn is not None:

@@ -410,3 +410,21 @@ def test_cli_full_disk_during_training_is_one_line_and_resumable(tmp_path, capsy
     monkeypatch.undo()
     assert main(["train", "--resume", "--out", str(out), "--no-progress", "--outer-steps", "6"]) == 0
     assert C.read_info(out)["step"] == 6
+
+
+def test_filesystem_without_locks_warns_and_proceeds(tmp_path, monkeypatch):
+    import fcntl
+
+    from outer_train import run_lock as R
+    real = fcntl.flock
+
+    def no_locks(fd, op):
+        if op & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        return real(fd, op)
+
+    monkeypatch.setattr(R.fcntl, "flock", no_locks)
+    warnings: list[str] = []
+    with run_lock(tmp_path, warn=warnings.append):
+        pass
+    assert len(warnings) == 1 and "does not support file locks" in warnings[0]
