@@ -7,14 +7,14 @@
   Adam at any of the swept learning rates (checked every ``T / num_eval_points`` steps), and, on
   full-batch tasks, by L-BFGS-B run for at most ``T`` iterations on the exact objective.
 
-The evaluation loss is the task loss on one fixed batch (the whole training split when the task is
+The evaluation loss is :meth:`tasks.Task.eval_loss` (train-time noise off: the exact expected loss
+of noisy problems, dropout off) on one fixed batch (the whole training split when the task is
 full-batch or the split holds at most ``eval_examples`` examples, else a fixed random subset of
-that size) with a fixed key -- or the task's exact ``expected_loss(params)`` when it has one
-(noisy problems) -- so the initial and best losses are measured on the same objective.
-The Adam run is one ``jit``-compiled ``lax.scan`` with the learning rate and the seed as traced
-arguments, compiled once and called for every (learning rate, seed) pair; training batches are
-drawn inside the scan from the split's arrays, which are passed as arguments (not baked into the
-program as constants).
+that size), so the initial and best losses are measured on the same objective.
+The Adam runs go through the project's one inner loop (:func:`learned_opt.inner_loop.optax_scan`)
+over the project's one learning-rate grid, ``vmap``-ed over the rates with the seed traced;
+training batches are drawn inside the scan from the split's arrays, which are passed as arguments
+(not baked into the program as constants).
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from learned_opt.inner_loop import LEARNING_RATE_GRID, hand_designed, optax_scan, record_steps
 from tasks.base import Task
 
-#: Adam learning rates of the sweep: 8 rates, half-decade steps from 1e-4 to ~0.3.
-DEFAULT_LEARNING_RATES: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+#: Adam learning rates of the sweep: the project's one grid (10 half-decades from 1e-4).
+DEFAULT_LEARNING_RATES: tuple[float, ...] = LEARNING_RATE_GRID
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1)
 
 
@@ -46,17 +46,9 @@ def _eval_batch(task: Task, eval_examples: int) -> Any:
 
 
 def _eval_fn(task: Task, eval_batch: Any):
-    """``params -> evaluation loss``: the task's exact ``expected_loss`` when it defines one
-    (noisy synthetic problems), else its loss on ``eval_batch`` with a fixed key."""
-    expected = getattr(task, "expected_loss", None)
-    if callable(expected):
-        return expected
-    eval_key = jax.random.PRNGKey(2**31 - 1)
-
-    def eval_loss(params):
-        return task.loss(params, eval_key, eval_batch)
-
-    return eval_loss
+    """``params -> evaluation loss``: :meth:`tasks.Task.eval_loss` on ``eval_batch`` (train-time
+    noise off: the exact expected loss of noisy problems, dropout off)."""
+    return lambda params: task.eval_loss(params, eval_batch)
 
 
 def _finite_min(x: np.ndarray) -> float:
@@ -67,94 +59,49 @@ def _finite_min(x: np.ndarray) -> float:
 
 def _adam_sweep(task: Task, *, num_steps: int, learning_rates: Sequence[float],
                 seeds: Sequence[int], num_eval_points: int, eval_batch: Any) -> dict:
-    """Run Adam for every (learning rate, seed) pair; evaluation-loss curves of shape
-    ``[n_lr, n_seed, num_chunks + 1]`` (index 0 = at initialization) and the step of each point."""
-    chunk = max(1, math.ceil(num_steps / max(1, num_eval_points)))
-    num_chunks = math.ceil(num_steps / chunk)
+    """Adam for every (learning rate, seed) pair through the project's one inner loop
+    (:func:`learned_opt.inner_loop.optax_scan`), ``vmap``-ed over the rates and called per seed;
+    evaluation-loss curves ``[n_lr, n_seed, num_records]`` (index 0 = at initialization)."""
+    every = max(1, math.ceil(num_steps / max(1, num_eval_points)))
     has_data = task.datasets is not None
-    train_arrays = ({k: np.asarray(v) for k, v in task.datasets.train.arrays.items()}
-                    if has_data else None)
+    arrays = {k: np.asarray(v) for k, v in task.datasets.train.arrays.items()} if has_data else None
     batch_size = task.datasets.train.batch_size if has_data else 0
+    n = next(iter(arrays.values())).shape[0] if has_data else 0
     eval_loss = _eval_fn(task, eval_batch)
 
     def run_one(lr, seed, arrays):
         k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
-        params = task.init(k_init)
-        opt = optax.adam(lr)
-        opt_state = opt.init(params)
 
-        def step(carry, t):
-            p, s, k = carry
-            k, kb, kl = jax.random.split(k, 3)
+        def loss_fn(p, t):
+            kb, kl = jax.random.split(jax.random.fold_in(k_run, t))
+            batch = None
             if has_data:
-                n = next(iter(arrays.values())).shape[0]
                 idx = jax.random.randint(kb, (batch_size,), 0, n)
                 batch = {name: a[idx] for name, a in arrays.items()}
-            else:
-                batch = None
-            grads = jax.grad(task.loss)(p, kl, batch)
-            updates, s_new = opt.update(grads, s, p)
-            p_new = optax.apply_updates(p, updates)
-            live = t < num_steps  # padding steps of the last chunk leave the state unchanged
-            p = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), p_new, p)
-            s = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), s_new, s)
-            return (p, s, k), None
+            return task.loss(p, kl, batch)
 
-        def run_chunk(carry, c):
-            ts = c * chunk + jnp.arange(chunk)
-            carry, _ = jax.lax.scan(step, carry, ts)
-            return carry, eval_loss(carry[0])
+        opt = hand_designed(lr, 1.0, 0.0, num_steps)  # = optax.adam(lr)
+        out = optax_scan(opt, loss_fn, task.init(k_init), jnp.arange(num_steps), num_steps=num_steps,
+                         record_every=every, record=eval_loss)
+        return out.records
 
-        l0 = eval_loss(params)
-        _, curve = jax.lax.scan(run_chunk, (params, opt_state, k_run), jnp.arange(num_chunks))
-        return jnp.concatenate([l0[None], curve])
-
-    # One program compiled once and called per (learning rate, seed): on CPU, XLA compiles the
-    # vmapped sweep about twice as slowly as a single run, which dominates for small tasks.
-    fn = jax.jit(run_one)
-    curves = np.asarray([[fn(np.float32(lr), np.uint32(seed), train_arrays)
-                          for seed in seeds] for lr in learning_rates], dtype=np.float64)
-    steps = [min(num_steps, c * chunk) for c in range(num_chunks + 1)]
-    return {"curves": curves, "steps": steps}
+    fn = jax.jit(jax.vmap(run_one, in_axes=(0, None, None)))
+    lrs = jnp.asarray(learning_rates, jnp.float32)
+    curves = np.stack([np.asarray(fn(lrs, np.uint32(seed), arrays), np.float64) for seed in seeds], axis=1)
+    return {"curves": curves, "steps": [int(v) for v in record_steps(num_steps, every)]}
 
 
 def _lbfgs(task: Task, *, max_iter: int, seed: int, eval_batch: Any) -> Optional[dict]:
-    """L-BFGS-B on the exact (full-batch, fixed-key) objective from ``init(seed)``.
+    """L-BFGS-B on the exact (full-batch, noise-off) objective from ``init(seed)``, through
+    ``learned_opt.minimize``."""
+    from learned_opt import minimize
 
-    Goes through ``learned_opt.minimize(..., method="L-BFGS-B")`` when that exists; otherwise
-    runs ``scipy.optimize.minimize`` directly on the raveled parameters (float64 on the scipy side).
-    """
-    k_init, _ = jax.random.split(jax.random.PRNGKey(seed))
-    params0 = task.init(k_init)
+    params0 = jax.jit(task.init)(jax.random.split(jax.random.PRNGKey(seed))[0])
     fun = _eval_fn(task, eval_batch)
-
-    value = jax.jit(fun)
-    value_and_grad = jax.jit(jax.value_and_grad(fun))
-    source = "learned_opt.minimize"
-    try:
-        from learned_opt import minimize  # noqa: WPS433 (optional: written in parallel)
-        res = minimize(fun, params0, method="L-BFGS-B", options={"maxiter": int(max_iter)})
-        x, nit = res.x, int(getattr(res, "nit", -1))
-    except (ImportError, AttributeError, ModuleNotFoundError):
-        import scipy.optimize
-        from jax.flatten_util import ravel_pytree
-        source = "scipy.optimize.minimize"
-        flat0, unravel = ravel_pytree(params0)
-        dtype = flat0.dtype
-
-        def f64(z):
-            v, g = value_and_grad(unravel(jnp.asarray(z, dtype)))
-            g = np.asarray(ravel_pytree(g)[0], dtype=np.float64)
-            v = float(v)
-            if not math.isfinite(v):  # let the line search back off
-                return float("inf"), np.zeros_like(g)
-            return v, g
-
-        r = scipy.optimize.minimize(f64, np.asarray(flat0, np.float64), jac=True,
-                                    method="L-BFGS-B", options={"maxiter": int(max_iter)})
-        x, nit = unravel(jnp.asarray(r.x, dtype)), int(r.nit)
-    loss = float(value(x))
-    return {"loss": loss if math.isfinite(loss) else None, "nit": nit, "source": source}
+    res = minimize(fun, params0, method="L-BFGS-B", options={"maxiter": int(max_iter)})
+    loss = float(jax.jit(fun)(res.x))
+    return {"loss": loss if math.isfinite(loss) else None, "nit": int(getattr(res, "nit", -1)),
+            "source": "learned_opt.minimize"}
 
 
 def compute_norm_stats(cfg_or_task: Any, *, num_steps: int,

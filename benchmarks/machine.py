@@ -1,0 +1,51 @@
+"""What the machine was doing during a timed window: load average and CPU steal.
+
+``with Window() as w: ...`` records ``/proc/loadavg`` and the CPU counters of ``/proc/stat`` at
+entry and exit; ``w.summary()`` gives the 1-minute load average at both ends, the fraction of CPU
+time stolen by the hypervisor and the fraction spent busy (user + system, all processes) over the
+window, and ``quiet``: whether the figures can stand as speed measurements (load at entry below
+``max_load`` and steal below ``max_steal``). Benchmarks store the summary with their results and
+mark results taken on a busy machine.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def _cpu_counters() -> Optional[list[int]]:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+
+
+class Window:
+    """A timed window's machine state (see the module docstring)."""
+
+    def __init__(self, max_load: float = 0.5, max_steal: float = 0.05):
+        self.max_load, self.max_steal = max_load, max_steal
+        self.load_start = self.load_end = None
+        self._c0 = self._c1 = None
+
+    def __enter__(self) -> "Window":
+        self.load_start = os.getloadavg()[0]
+        self._c0 = _cpu_counters()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.load_end = os.getloadavg()[0]
+        self._c1 = _cpu_counters()
+
+    def summary(self) -> dict:
+        steal = busy = None
+        if self._c0 and self._c1:
+            d = [b - a for a, b in zip(self._c0, self._c1)]
+            total = sum(d) or 1
+            steal = d[7] / total if len(d) > 7 else None  # user nice system idle iowait irq softirq steal
+            busy = (d[0] + d[1] + d[2]) / total
+        quiet = (self.load_start is not None and self.load_start < self.max_load
+                 and (steal is None or steal < self.max_steal))
+        return {"load_1min_start": self.load_start, "load_1min_end": self.load_end, "cpu_steal": steal,
+                "cpu_busy": busy, "cores": os.cpu_count(), "quiet": bool(quiet)}
