@@ -20,6 +20,7 @@ _LAZY = {
     "MLPLOpt": "mlp_lopt",
     "FactoredMLPLOpt": "factored_lopt",
     "HierarchicalLOpt": "hierarchical_lopt",
+    "ScheduledAdamLOpt": "scheduled_adam",
     "LearnableSGD": "learnable_hand",
     "LearnableMomentum": "learnable_hand",
     "LearnableAdam": "learnable_hand",

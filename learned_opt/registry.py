@@ -6,6 +6,8 @@ name             class                                        module
 ``mlp``          :class:`~learned_opt.mlp_lopt.MLPLOpt`        per-parameter MLP (Metz et al. 2019)
 ``factored_mlp`` :class:`~learned_opt.factored_lopt.FactoredMLPLOpt`  small Adafactor-feature MLP
 ``hierarchical`` :class:`~learned_opt.hierarchical_lopt.HierarchicalLOpt`  per-tensor RNN + MLP
+``scheduled_adam`` :class:`~learned_opt.scheduled_adam.ScheduledAdamLOpt`  Adam + learned per-tensor
+                 step-size schedule + per-parameter correction (equals Adam at its initial θ)
 ``sgd``          :class:`~learned_opt.learnable_hand.LearnableSGD`
 ``momentum``     :class:`~learned_opt.learnable_hand.LearnableMomentum`
 ``adam``         :class:`~learned_opt.learnable_hand.LearnableAdam`
@@ -24,6 +26,7 @@ _OPTIMIZERS = {
     "mlp": ("learned_opt.mlp_lopt", "MLPLOpt"),
     "factored_mlp": ("learned_opt.factored_lopt", "FactoredMLPLOpt"),
     "hierarchical": ("learned_opt.hierarchical_lopt", "HierarchicalLOpt"),
+    "scheduled_adam": ("learned_opt.scheduled_adam", "ScheduledAdamLOpt"),
     "sgd": ("learned_opt.learnable_hand", "LearnableSGD"),
     "momentum": ("learned_opt.learnable_hand", "LearnableMomentum"),
     "adam": ("learned_opt.learnable_hand", "LearnableAdam"),

@@ -41,9 +41,9 @@ def loss_fn(p):
 
 def perturbed_thetas(lopt, n):
     """n distinct θ's: for the learned architectures different init keys, for the hand-designed
-    ones the init θ shifted by ±0.3 in log space."""
+    ones (and scheduled_adam, whose initial θ is Adam whatever the key) the init θ shifted by ±0.3."""
     base = lopt.init(jax.random.PRNGKey(1))
-    if lopt.name in ("sgd", "momentum", "adam"):
+    if lopt.name in ("sgd", "momentum", "adam", "scheduled_adam"):
         return [jax.tree_util.tree_map(lambda x, i=i: x + 0.3 * (i - 1), base) for i in range(n)]
     return [lopt.init(jax.random.PRNGKey(10 + i)) for i in range(n)]
 
@@ -67,12 +67,12 @@ def leaves_close(a, b, rtol=1e-5, atol=1e-7):
 
 
 def test_registry_names():
-    assert set(NAMES) == {"mlp", "factored_mlp", "hierarchical", "sgd", "momentum", "adam"}
+    assert set(NAMES) == {"mlp", "factored_mlp", "hierarchical", "scheduled_adam", "sgd", "momentum", "adam"}
     with pytest.raises(ValueError, match="unknown learned optimizer"):
         get_optimizer("nope")
 
 
-@pytest.mark.parametrize("cls", ["MLPLOpt", "FactoredMLPLOpt", "HierarchicalLOpt", "LearnableSGD",
+@pytest.mark.parametrize("cls", ["MLPLOpt", "FactoredMLPLOpt", "HierarchicalLOpt", "ScheduledAdamLOpt", "LearnableSGD",
                                  "LearnableMomentum", "LearnableAdam"])
 def test_public_classes_construct_without_arguments(cls):
     lopt = getattr(learned_opt, cls)()

@@ -1,0 +1,104 @@
+"""ScheduledAdamLOpt: equals optax.adam at its initial θ; its learned parts act as documented."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from learned_opt.scheduled_adam import ScheduledAdamLOpt
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"w": jnp.asarray(rng.standard_normal((7, 5)), jnp.float32), "b": jnp.zeros(5),
+              "s": jnp.asarray(2.0)}
+    x = jnp.asarray(rng.standard_normal((16, 7)), jnp.float32)
+
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) * p["s"] - 0.5) ** 2)
+
+    return params, loss
+
+
+def _run(opt, params, loss, steps=15, jit=True):
+    state = opt.init(params)
+    upd = jax.jit(opt.update) if jit else opt.update
+    out = []
+    for _ in range(steps):
+        l, g = jax.value_and_grad(loss)(params)
+        u, state = upd(g, state, params, loss=l)
+        out.append(u)
+        params = optax.apply_updates(params, u)
+    return out
+
+
+@pytest.mark.parametrize("lr,row_hidden", [(3e-3, (8,)), (0.05, ()), (1e-4, (4, 4))])
+def test_initial_theta_is_exactly_adam(lr, row_hidden):
+    lopt = ScheduledAdamLOpt(learning_rate=lr, row_hidden=row_hidden)
+    theta = lopt.init(jax.random.PRNGKey(3))
+    params, loss = _problem()
+    ours = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
+    ref = _run(optax.adam(lr), params, loss)
+    for u, r in zip(ours, ref):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
+
+
+def test_learned_step_size_scales_the_update_per_tensor():
+    lopt = ScheduledAdamLOpt(row_hidden=())
+    theta = lopt.init(jax.random.PRNGKey(0))
+    # a constant output log-step s through the last bias: every update is exp(s) times Adam's
+    theta = dict(theta, t_b2=jnp.asarray([1.0]))
+    params, loss = _problem(1)
+    ours = _run(lopt.opt_fn(theta, num_steps=10), params, loss, steps=3)
+    ref = _run(optax.adam(lopt.learning_rate * np.exp(6 * np.tanh(1 / 6))), params, loss, steps=3)
+    for u, r in zip(ours, ref):
+        np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(r["w"]), rtol=1e-5)
+
+
+def test_step_size_is_bounded_and_depends_on_training_fraction():
+    lopt = ScheduledAdamLOpt()
+    theta = lopt.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    theta = {k: jnp.asarray(rng.standard_normal(np.shape(v)) * 0.5, jnp.float32) for k, v in theta.items()}
+    ctx = np.zeros((2, lopt.num_context), np.float32)
+    n_time = len(lopt.timescales)
+    ctx[0, n_time], ctx[0, n_time + 1] = 0.0, 1.0  # start of training
+    ctx[1, n_time], ctx[1, n_time + 1] = 1.0, 0.0  # end of training
+    lrs = np.asarray(lopt.step_sizes(theta, ctx))
+    assert lrs[0] != lrs[1]
+    assert np.all(lrs <= lopt.learning_rate * np.exp(lopt.max_log_step) * (1 + 1e-6))
+    assert np.all(lrs >= lopt.learning_rate * np.exp(-lopt.max_log_step) * (1 - 1e-6))
+
+
+def test_eager_jit_and_vmap_agree_with_trained_like_theta():
+    lopt = ScheduledAdamLOpt()
+    theta = lopt.init(jax.random.PRNGKey(1))
+    rng = np.random.default_rng(2)
+    theta = {k: jnp.asarray(rng.standard_normal(np.shape(v)) * 0.3, jnp.float32) for k, v in theta.items()}
+    params, loss = _problem(2)
+    opt = lopt.opt_fn(theta, num_steps=20)
+    a = _run(opt, params, loss, steps=4, jit=False)
+    b = _run(opt, params, loss, steps=4, jit=True)
+    for u, r in zip(a, b):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-9)
+    thetas = jax.tree.map(lambda x: jnp.stack([x, 0.5 * x]), theta)
+
+    def first(th):
+        o = lopt.opt_fn(th, num_steps=20)
+        l, g = jax.value_and_grad(loss)(params)
+        return o.update(g, o.init(params), params, loss=l)[0]
+
+    both = jax.jit(jax.vmap(first))(thetas)
+    one = first(theta)
+    np.testing.assert_allclose(np.asarray(both["w"][0]), np.asarray(one["w"]), rtol=1e-4, atol=1e-9)
+
+
+def test_rejects_bad_config_and_theta():
+    with pytest.raises(ValueError, match="learning_rate"):
+        ScheduledAdamLOpt(learning_rate=0.0)
+    lopt = ScheduledAdamLOpt()
+    theta = lopt.init(jax.random.PRNGKey(0))
+    with pytest.raises((KeyError, ValueError)):
+        lopt.opt_fn({k: v for k, v in theta.items() if k != "t_w0"})
