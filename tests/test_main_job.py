@@ -21,21 +21,31 @@ def test_run_quick_end_to_end(tmp_path):
                 "train/metrics.jsonl"):
         assert (out / rel).is_file(), rel
     results = json.loads((out / "results.json").read_text())
-    assert set(results["suites"]) == {"indist", "ood"}
+    ev = results["evaluation"]
+    assert set(ev["summary"]) == {"indist", "ood"}
     assert results["training"]["outer_steps"] > 0
     report = (out / "report.md").read_text()
-    for suite, res in results["suites"].items():
-        assert (out / suite / "curves.png").stat().st_size > 1000
-        assert (out / suite / "final.png").stat().st_size > 1000
+    for suite, res in ev["suites"].items():
+        assert (out / "eval" / f"{suite}_curves.png").stat().st_size > 1000
+        assert (out / "eval" / f"{suite}_final.png").stat().st_size > 1000
         names = [m["name"] for m in res["methods"]] + [b["name"] for b in res["baselines"]]
-        assert names == ["learned-mlp", "adam", "L-BFGS-B"]
+        assert names == ["learned-mlp", "adam", "adam_cosine", "sgdm", "L-BFGS-B"]
+        assert set(ev["summary"][suite]["learned-mlp"]) >= {"wins", "ties", "losses", "win_rate_ci95"}
         section = report.split(f"## Suite `{suite}`")[1]
         for name in names:
             assert f"| {name} |" in section, (suite, name)
+    assert "Quality check" in report and "| indist | adam |" in report
     # the checkpoint is a loadable learned optimizer
     import learned_opt
     lopt, theta = learned_opt.load(out / "checkpoint.lopt")
     assert type(lopt).__name__ == "MLPLOpt"
+    # a second run on the same directory says it resumes, and from which step
+    proc2 = subprocess.run([sys.executable, "-m", "learned_opt", "run", "--quick", "--budget", "1",
+                            "--out", str(out), "--no-progress"],
+                           capture_output=True, text=True, env=env, timeout=1800)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert "resuming meta-training" in proc2.stderr
+    assert "resumed from step" in (out / "report.md").read_text()
 
 
 def test_run_rejects_bad_budget(capsys):
