@@ -22,28 +22,33 @@ import optax
 
 _DIR = Path(__file__).resolve().parent / "pretrained"
 _SUFFIX = ".lopt"
+#: Aliases: ``"default"`` names the best shipped optimizer under the evaluation protocol.
+ALIASES = {"default": "mlp"}
 
 
 def pretrained_names() -> list[str]:
-    """Names of the pretrained optimizers shipped with this installation."""
-    return sorted(p.name[: -len(_SUFFIX)] for p in _DIR.glob(f"*{_SUFFIX}"))
+    """Names of the pretrained optimizers shipped with this installation (aliases included)."""
+    shipped = sorted(p.name[: -len(_SUFFIX)] for p in _DIR.glob(f"*{_SUFFIX}"))
+    return shipped + sorted(a for a, target in ALIASES.items() if target in shipped)
 
 
 def pretrained_path(name: str) -> Path:
-    """Path of the checkpoint file of pretrained optimizer ``name``."""
+    """Path of the checkpoint file of pretrained optimizer ``name`` (an alias resolves to its
+    target)."""
     if not isinstance(name, str):
         raise TypeError(f"pretrained optimizer name must be a str, got {type(name).__name__}")
-    path = _DIR / f"{name}{_SUFFIX}"
+    path = _DIR / f"{ALIASES.get(name, name)}{_SUFFIX}"
     if not path.is_file():
         raise ValueError(f"unknown pretrained optimizer {name!r}; available: {pretrained_names()}")
     return path
 
 
-def load_pretrained(name: str, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+def load_pretrained(name: str = "default", num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
     """The pretrained optimizer ``name`` as an optax transform.
 
     Args:
-      name: one of :func:`pretrained_names` (e.g. ``"mlp"``, ``"hierarchical"``).
+      name: one of :func:`pretrained_names` (``"default"``, the best shipped optimizer, or e.g.
+        ``"mlp"``, ``"hierarchical"``).
       num_steps: the training horizon, for optimizers with horizon-fraction features; ``None``
         uses only step-count features.
     """

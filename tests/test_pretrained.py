@@ -53,6 +53,14 @@ def test_pretrained_is_shipped_with_a_card(name):
     assert path.stat().st_size < 500_000
 
 
+def test_default_alias_names_a_shipped_optimizer():
+    from learned_opt.pretrained import ALIASES
+
+    assert "default" in learned_opt.pretrained_names()
+    assert learned_opt.pretrained_path("default") == learned_opt.pretrained_path(ALIASES["default"])
+    assert isinstance(learned_opt.load_pretrained(num_steps=10), optax.GradientTransformationExtraArgs)
+
+
 def test_unknown_pretrained_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown pretrained optimizer 'nope'"):
         learned_opt.load_pretrained("nope")
