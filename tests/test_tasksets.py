@@ -252,7 +252,7 @@ def test_adam_sweep_matches_an_unvectorized_optax_run():
 # ----------------------------------------------------------------------------------------------
 # named tasksets and stored statistics
 
-NAMED = ["train", "heldout", "ood_family", "ood_size", "ood_dataset", "ood_horizon"]
+NAMED = ["train", "heldout", "indist", "ood_family", "ood_size", "ood_dataset", "ood_horizon", "ood_horizon10"]
 
 
 def test_named_tasksets_exist_with_horizons():
