@@ -57,7 +57,12 @@ def build_estimator(config: TrainConfig, lopt: Any, family: Any | None = None):
             if normalizer == "taskset":
                 stats = tasksets.lookup_stats(cfg)
                 normalizer = _TasksetNormalizer(float(stats["loss_init"]), float(stats["loss_best"]))
-            problem = InnerProblem(FixedTaskFamily(task), lopt, schedule, meta_loss=config.meta_loss,
+            family = FixedTaskFamily(task)
+            if config.reparam != "none":
+                from tasks.augment import ReparamFamily
+                lo, hi = config.reparam_range
+                family = ReparamFamily(family, mode=config.reparam, min_scale=lo, max_scale=hi)
+            problem = InnerProblem(family, lopt, schedule, meta_loss=config.meta_loss,
                                    normalizer=normalizer, clip=config.meta_loss_clip)
             members.append(GradientEstimator(config.estimator, problem, **common))
         return MixtureEstimator(tuple(members))

@@ -26,7 +26,11 @@ class TrainConfig:
     (:class:`tasks.families.ImageMLPFamily`) or ``"taskset_mixture"`` (``mixture_size`` fixed
     tasks drawn by ``seed`` from the named taskset ``taskset``, one vmapped group of
     ``num_tasks`` inner problems per task, gradients averaged); ``task_kwargs`` go to the family's
-    constructor.
+    constructor. Augmentation (taskset mixtures): ``reparam`` = ``"global"`` or ``"tensor"``
+    reparameterizes every freshly sampled inner problem's weights, ``w = θ / s`` with ``s``
+    log-uniform in ``reparam_range`` (:class:`tasks.augment.ReparamFamily`): the function and its
+    loss values are unchanged, so the taskset normalization still applies, while the optimizer
+    must infer the step size from the parameters' scale.
 
     Estimator: ``estimator`` (one of es, pes, tbptt, smoothed_rp, full_es, full_grad, hybrid),
     ``num_tasks`` N, ``unroll_length`` K inner steps per outer step, ``sigma`` the perturbation
@@ -67,6 +71,8 @@ class TrainConfig:
     meta_loss_clip: tuple = (-2.0, 2.0)
     taskset: str = "train"
     mixture_size: int = 4
+    reparam: str = "none"
+    reparam_range: tuple = (0.1, 10.0)
     outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
     grad_clip: float = 1.0
@@ -117,6 +123,13 @@ class TrainConfig:
         choice("meta_loss", ("train", "outer_valid"))
         choice("normalizer", ("initial", "none", "taskset"))
         choice("outer_optimizer", ("adam", "sgd"))
+        choice("reparam", ("none", "global", "tensor"))
+        rr = self.reparam_range
+        if not isinstance(rr, (list, tuple)) or len(rr) != 2 or \
+                not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in rr) or \
+                not rr[0] <= rr[1]:
+            raise ValueError(f"config key 'reparam_range' must be [low, high] with 0 < low <= high, got {rr!r}")
+        self.reparam_range = (float(rr[0]), float(rr[1]))
         for name in ("task_kwargs", "optimizer_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"config key {name!r} must be a dict, got {getattr(self, name)!r}")
@@ -155,6 +168,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["meta_loss_clip"] = list(self.meta_loss_clip)
+        d["reparam_range"] = list(self.reparam_range)
         return d
 
     @classmethod
