@@ -161,10 +161,10 @@ def test_learned_opt_trains_and_state_dict_round_trips():
         loss.backward()
         return loss
 
-    first = float(closure())
+    first = closure().item()
     for _ in range(120):
         loss = opt.step(closure)
-    assert float(loss) < 0.1 * first
+    assert loss.item() < 0.1 * first
     # resume: a fresh optimizer loaded from state_dict continues exactly like the original
     saved_params = [p.detach().clone() for p in model.parameters()]
     sd = opt.state_dict()
