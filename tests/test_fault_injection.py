@@ -370,46 +370,45 @@ def _train_args(out: Path) -> list[str]:
             "--num-tasks", "2", "--unroll-length", "3", "--trunc-length", "6", "--no-progress", "--out", str(out)]
 
 
-def test_cli_resume_falls_back_or_fails_in_one_line(tmp_path, capsys):
+def test_cli_full_disk_damaged_and_unusable_checkpoints(tmp_path, capsys, monkeypatch):
+    """One short run, then through the command line: (a) the disk fills up while the next
+    checkpoint is written — one error line, exit 2, both generations untouched; (b) the newest
+    checkpoint is truncated — one warning naming it, resume from the previous generation;
+    (c) both generations are damaged — one error line, exit 2."""
     from learned_opt.cli import main
     out = tmp_path / "run"
     assert main(_train_args(out)) == 0
     assert C.read_info(out)["step"] == 4 and C.read_verified(out / C.PREVIOUS_FILE)[0]["info"]["step"] == 2
-    capsys.readouterr()
-    # damaged newest: resume from step 2 with one warning line naming the file
+    resume = ["train", "--resume", "--out", str(out), "--no-progress"]
+    # (a) full disk while the resume checkpoint is written (config.json still fits)
+    good = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("resume")}
+    with monkeypatch.context() as m:
+        m.setattr(C, "open", _FullDisk(limit=1000, only=f".{C.RESUME_FILE}.tmp"), raising=False)
+        capsys.readouterr()
+        assert main(resume + ["--outer-steps", "6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("resume")} == good
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    # (b) damaged newest: resume from step 2 with one warning line naming the file
     raw = (out / C.RESUME_FILE).read_bytes()
     (out / C.RESUME_FILE).write_bytes(raw[: len(raw) // 2])
-    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert main(resume) == 0
     err = capsys.readouterr().err
     warn_lines = [x for x in err.splitlines() if x.startswith("warning:")]
     assert len(warn_lines) == 1 and str(out / C.RESUME_FILE) in warn_lines[0] and "(step 2)" in warn_lines[0]
     assert "Traceback" not in err
+    # the run's config.json now says 6 outer steps (written by (a)); metrics were truncated to the
+    # restored step 2 (dropping (a)'s steps 3-6), then steps 3-6 were re-run once
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]  # metrics truncated to the restored step, then re-run
-    # both damaged: one error line, exit 2
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert C.read_info(out)["step"] == 6
+    # (c) both damaged: one error line, exit 2
     (out / C.RESUME_FILE).write_bytes(b"")
     (out / C.PREVIOUS_FILE).write_bytes(b"junk")
-    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert main(resume) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("learned-opt train: error: no usable resume checkpoint"), err
-
-
-def test_cli_full_disk_during_training_is_one_line_and_resumable(tmp_path, capsys, monkeypatch):
-    from learned_opt.cli import main
-    out = tmp_path / "run"
-    assert main(_train_args(out)) == 0
-    good = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("resume")}
-    # the disk fills up while the resume checkpoint is written (config.json still fits)
-    monkeypatch.setattr(C, "open", _FullDisk(limit=1000, only=f".{C.RESUME_FILE}.tmp"), raising=False)
-    capsys.readouterr()
-    assert main(["train", "--resume", "--out", str(out), "--no-progress", "--outer-steps", "6"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "No space left on device" in err[0], err
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("resume")} == good
-    monkeypatch.undo()
-    assert main(["train", "--resume", "--out", str(out), "--no-progress", "--outer-steps", "6"]) == 0
-    assert C.read_info(out)["step"] == 6
-
 
 def test_filesystem_without_locks_warns_and_proceeds(tmp_path, monkeypatch):
     import fcntl

@@ -118,6 +118,7 @@ def test_modes_agree_float32(name):
     _check_all_modes(name, jnp.float32)
 
 
+@pytest.mark.slow  # ~6 min of compilation for all optimizers on a shared 2-core machine
 @pytest.mark.parametrize("name", optimizer_names())
 def test_modes_agree_float64(name):
     with jax.enable_x64(True):
