@@ -39,7 +39,9 @@ float64 policy
     end to end; otherwise the ambient JAX configuration is left alone and each leaf is computed
     in its own dtype (scipy still sees float64). ``jax_enable_x64`` is never flipped globally.
     On float64 problems the iterates and evaluation counts are those of scipy run directly on the
-    packed vector (up to the rounding differences between autodiff and a hand-written gradient).
+    packed vector with the same float64 objective, bit for bit. An objective that merely agrees to
+    the last bits (e.g. the same formula in NumPy, or a hand-written gradient) gives the same run
+    only up to rounding, which some methods amplify (COBYLA's step choices, 2-point differences).
 
 NaN / inf policy (``options["nan_policy"]``)
     ``"stop"`` (default): a non-finite value or gradient ends the run with ``success=False``,
