@@ -231,3 +231,41 @@ def write_report(results_by_suite: dict[str, dict] | dict, out_dir: str, *, figu
     with open(mpath, "w", encoding="utf-8") as f:
         f.write(render_markdown(results_by_suite, figs))
     return {"report": mpath, "results": rpath, "timing": tpath, "figures": figs}
+
+
+def verdict_table(doc: dict, method: str, baselines: Optional[list] = None) -> str:
+    """``method``'s win / tie / loss record against each baseline in each suite of an evaluation
+    document (:func:`combine`) -- the table of data cards and closing notes."""
+    rows = ["| suite | vs | win / tie / loss | saturated | win rate [95% Wilson] | win or tie | median speed-up | "
+            "mean norm. final test [95% bootstrap] | mean norm. area | diverged runs |",
+            "|---|---|---|---:|---|---:|---:|---|---:|---:|"]
+    for suite, by_method in doc["summary"].items():
+        s = by_method.get(method)
+        if not s:
+            continue
+        for b, v in s.get("by_baseline", {}).items():
+            if baselines is not None and b not in baselines:
+                continue
+            rows.append(f"| {suite} | {b} | {v['wins']} / {v['ties']} / {v['losses']} | {v['saturated']} | "
+                        f"{_pct(v['win_rate'])}{_ci(v['win_rate_ci95'], True)} | {_pct(v['win_or_tie_rate'])} | "
+                        f"{_fmt(v['median_speedup'], 2)} | {_fmt(v['mean_norm_final_test'])}"
+                        f"{_ci(v['mean_norm_final_test_ci95'])} | {_fmt(v['mean_norm_area'])} | "
+                        f"{v['diverged']}/{v['runs']} |")
+    return "\n".join(rows)
+
+
+def write_card_evaluation(card_path: str, doc: dict, method: str, command: str, seconds: float) -> None:
+    """Replace the ``## Evaluation`` section of a data card with the protocol's verdict table."""
+    with open(card_path, encoding="utf-8") as f:
+        text = f.read()
+    head = text.split("\n## Evaluation", 1)[0].rstrip("\n")
+    section = ["", "## Evaluation", "",
+               "Under the evaluation protocol (`eval/protocol.py`): baselines' learning rates selected on "
+               "`inner_valid` (data-free tasks: separate seeds) from the 10-rate grid, every number reported on "
+               "`test` (data-free: the exact expected loss) with train-time noise off, 3 seeds per task; "
+               "win = speed-up ≥ 1.1 without a worse final loss, tie = speed-up within (1/1.1, 1.1) or final "
+               "test loss within 1% of `L_init − L_best`. Reproduce with", "", f"`{command}`", "",
+               f"({seconds / 60:.0f} min on the shared 2-core machine.)", "",
+               verdict_table(doc, method), ""]
+    with open(card_path, "w", encoding="utf-8") as f:
+        f.write(head + "\n" + "\n".join(section))
