@@ -105,6 +105,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import scipy.optimize as sopt
 
 from learned_opt import _torch_bridge
@@ -1140,12 +1141,8 @@ def _resolve_method(method: Any, has_bounds: bool):
             return ("global" if _CANON[meth] in GLOBAL_METHODS else "scipy"), meth
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SCIPY_METHODS + GLOBAL_METHODS)}, "
                          "an optax GradientTransformation or a learned optimizer's opt_fn(theta)")
-    try:
-        import optax
-        if isinstance(method, optax.GradientTransformation):
-            return "optax", method
-    except ImportError:  # optax is a dependency; keep scipy usable without it
-        pass
+    if isinstance(method, optax.GradientTransformation):
+        return "optax", method
     if callable(method):
         return "custom", method
     raise TypeError(f"method must be a string, an optax GradientTransformation or a callable; got "

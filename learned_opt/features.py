@@ -177,11 +177,6 @@ def safe_rsqrt(x: Array, floor: float) -> Array:
     return jax.lax.rsqrt(jnp.maximum(x, floor))
 
 
-def safe_sqrt(x: Array, floor: float) -> Array:
-    """``sqrt(x)`` for ``x >= floor`` (``x / sqrt(floor)`` below), with a finite derivative at 0."""
-    return x * safe_rsqrt(x, floor)
-
-
 def ema(acc: Array, x: Array, decays: Array) -> Array:
     """Moving averages at several decays: ``acc[:, k] <- β_k acc[:, k] + (1-β_k) x``.
 

@@ -239,10 +239,6 @@ class PackSpec:
         return any(d == np.float64 for d in self.dtypes)
 
     @property
-    def has_jax(self) -> bool:
-        return JAX in self.kinds
-
-    @property
     def has_torch(self) -> bool:
         """True if any leaf of x0 is a torch tensor (the objective is then differentiated by autograd)."""
         return TORCH in self.kinds
@@ -303,13 +299,6 @@ class PackSpec:
                     leaves.append(dtype.type(piece.reshape(())[()]))
                 else:
                     leaves.append(float(piece.reshape(())[()]))
-        return self.build(leaves)
-
-    def unpack_numpy(self, vec: Any) -> Any:
-        """Like :meth:`unpack` but every leaf a NumPy array of x0's dtype (for NumPy objectives)."""
-        vec = np.asarray(vec)
-        leaves = [vec[o:o + s].reshape(sh).astype(d, copy=True)
-                  for sh, d, o, s in zip(self.shapes, self.dtypes, self.offsets, self.sizes)]
         return self.build(leaves)
 
     # -- JAX side (inside jit) ----------------------------------------------------------------

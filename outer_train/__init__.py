@@ -27,7 +27,8 @@ from outer_train.estimators import (ESTIMATORS, EstimatorState, GradientEstimato
                                     tbptt)
 from outer_train.trainer import TrainResult, TrainState, train
 from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets, make_schedule
-from outer_train.unroll import FixedTaskFamily, InnerProblem, StepOutput, TaskState
+from outer_train.unroll import InnerProblem, StepOutput, TaskState
+from tasks.base import FixedTaskFamily
 
 __all__ = [
     "ConstantSchedule", "ESTIMATORS", "EstimatorState", "FixedTaskFamily", "GradientEstimator",

@@ -7,7 +7,8 @@ from typing import Any
 from outer_train.config import TrainConfig
 from outer_train.estimators import GradientEstimator, MixtureEstimator
 from outer_train.truncation import make_schedule
-from outer_train.unroll import FixedTaskFamily, InnerProblem
+from outer_train.unroll import InnerProblem
+from tasks.base import FixedTaskFamily
 
 
 def build_lopt(config: TrainConfig) -> Any:

@@ -120,10 +120,8 @@ def init_state(config: TrainConfig, lopt: Any, estimator: Any,
 def _progress(config: TrainConfig, initial: int):
     if not config.progress:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
+    from tqdm import tqdm
+
     return tqdm(total=config.outer_steps, initial=initial, desc=f"train {config.name}",
                 dynamic_ncols=True, file=sys.stderr, leave=True)
 

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-exported)
 from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets
 
 
@@ -68,29 +69,6 @@ class StepOutput(NamedTuple):
     valid: jax.Array  # [] bool: ℓ_t counts toward the meta-loss
     reset: jax.Array  # [] bool: this step ended the trajectory and re-sampled the task
     loss: jax.Array  # [B] raw training loss at w_t
-
-
-class FixedTaskFamily:
-    """A one-member "family" around a fixed :class:`~tasks.base.Task` (e.g. a TaskSet task).
-
-    ``sample`` returns a dummy scalar so the vectorized machinery is unchanged; every sample is
-    the same task (tasks still differ in their initial parameters and data).
-    """
-
-    def __init__(self, task: Any):
-        self.task = task
-        self.name = getattr(task, "name", "task")
-
-    def sample(self, key: jax.Array) -> jax.Array:
-        del key
-        return jnp.zeros((), jnp.int32)
-
-    def task_fn(self, cfg: Any) -> Any:
-        del cfg
-        return self.task
-
-    def __repr__(self) -> str:
-        return f"FixedTaskFamily({self.task!r})"
 
 
 def _where(pred: jax.Array, a: Any, b: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tasks.base import Batch, Datasets, Params, Split, Task, TaskFamily
+from tasks.base import Batch, Datasets, FixedTaskFamily, Params, Split, Task, TaskFamily
 
 # public name -> defining module (relative to this package)
 _LAZY = {
@@ -57,7 +57,7 @@ _LAZY = {
     "task_names": "registry",
 }
 
-__all__ = ["Batch", "Datasets", "Params", "Split", "Task", "TaskFamily"] + sorted(_LAZY)
+__all__ = ["Batch", "Datasets", "Params", "Split", "Task", "TaskFamily", "FixedTaskFamily"] + sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Params = Any  # pytree (dict) of arrays
@@ -92,6 +93,29 @@ class TaskFamily:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class FixedTaskFamily:
+    """A one-member "family" around a fixed :class:`~tasks.base.Task` (e.g. a TaskSet task).
+
+    ``sample`` returns a dummy scalar so the vectorized machinery is unchanged; every sample is
+    the same task (tasks still differ in their initial parameters and data).
+    """
+
+    def __init__(self, task: Any):
+        self.task = task
+        self.name = getattr(task, "name", "task")
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        del key
+        return jnp.zeros((), jnp.int32)
+
+    def task_fn(self, cfg: Any) -> Any:
+        del cfg
+        return self.task
+
+    def __repr__(self) -> str:
+        return f"FixedTaskFamily({self.task!r})"
 
 
 class Split:
@@ -163,4 +187,3 @@ class Datasets:
         return f"Datasets({self.name!r}, train={self.train!r})"
 
 
-LossFn = Callable[[Params, jax.Array, Batch], jax.Array]

@@ -47,14 +47,6 @@ GRID_DATASETS: tuple[str, ...] = ("digits_8x8", "digits_16x16", "mnist_5k_8x8", 
                                   "fashion_mnist_8x8", "fashion_mnist_16x16")
 
 
-def dataset_key(cfg: Mapping[str, Any]) -> str:
-    """The dataset key of a cfg (inverse of :data:`DATASETS`)."""
-    for key, (name, size) in DATASETS.items():
-        if cfg.get("dataset") == name and cfg.get("image_size") == size:
-            return key
-    return f"{cfg.get('dataset')}@{cfg.get('image_size')}"
-
-
 def _sample_dataset(rng: np.random.Generator, space: Mapping[str, Any]) -> dict:
     options = list(space["datasets"])
     unknown = [d for d in options if d not in DATASETS]
