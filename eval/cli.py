@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tie-band", type=float, default=None,
                    help="final-loss tie band as a fraction of L_init - L_best (0.01)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute the baselines instead of reusing their cached runs "
+                        "($LEARNED_OPT_EVAL_CACHE or ~/.cache/learned_opt/eval_baselines)")
     p.add_argument("--list-suites", action="store_true", help="list the suites and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("nothing to evaluate: give --checkpoint, --pretrained, --untrained or --method")
     results = evaluate(chosen, None, names, args.out, seeds=args.seeds, num_steps=args.num_steps,
                        protocol=protocol, suite_size=args.suite_size, verbose=not args.quiet,
-                       figures=not args.no_plots)
+                       figures=not args.no_plots, cache=not args.no_cache)
     out = results.pop("outputs")
     for s, r in results.items():
         print(f"\n## {s}\n\n{summary_table(r)}")

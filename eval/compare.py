@@ -93,14 +93,14 @@ def _as_methods(lopt: Any, theta: Any, name: Optional[str]) -> list:
 def evaluate(lopt: Any, theta: Any = None, suites: Any = ("indist", "ood"), out_dir: Optional[str] = None,
              *, seeds: Any = None, num_steps: Optional[int] = None, name: Optional[str] = None,
              protocol: Optional[Protocol] = None, suite_size: Optional[int] = None,
-             verbose: bool = True, figures: bool = True) -> dict:
+             verbose: bool = True, figures: bool = True, cache: bool = True) -> dict:
     """Evaluate a learned optimizer (at ``theta``; its initial θ when ``None``) on one or more
     suites against the protocol's baselines; with ``out_dir``, write ``report.md``,
     ``results.json``, ``timing.json`` and PNGs there.
 
     ``lopt`` may also be anything :func:`eval.methods.as_method` accepts, or a list of those.
     Returns ``{suite: results}`` (plus ``"outputs"`` naming the written files when ``out_dir``
-    is set).
+    is set). ``cache``: reuse the baselines' runs from the disk cache (:mod:`eval.baseline_cache`).
     """
     methods = _as_methods(lopt, theta, name)
     if isinstance(suites, str) or not isinstance(suites, (list, tuple)):
@@ -108,7 +108,7 @@ def evaluate(lopt: Any, theta: Any = None, suites: Any = ("indist", "ood"), out_
     out: dict = {}
     for s in suites:
         res = run_suite(methods, s, seeds=seeds, num_steps=num_steps, protocol=protocol,
-                        suite_size=suite_size, verbose=verbose)
+                        suite_size=suite_size, verbose=verbose, cache=cache)
         out[res["suite"]["name"]] = res
     if out_dir is not None:
         out["outputs"] = write_report({k: v for k, v in out.items()}, out_dir, figures=figures)

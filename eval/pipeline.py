@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from eval import metrics, scoring
+from eval import baseline_cache, metrics, scoring
 from eval.baselines import protocol_baselines
 from eval.metrics import as_float
 from eval.methods import as_methods
@@ -128,13 +128,14 @@ def _seed_list(seeds: Any, default: int) -> list[int]:
 
 def run_suite(methods: Sequence[Any], suite: str | Suite, *, protocol: Optional[Protocol] = None,
               seeds: Optional[int | Sequence[int]] = None, num_steps: Optional[int] = None,
-              suite_size: Optional[int] = None, verbose: bool = False) -> dict:
+              suite_size: Optional[int] = None, verbose: bool = False, cache: bool = False) -> dict:
     """Evaluate ``methods`` (anything :func:`eval.methods.as_method` takes) on ``suite`` next to
     the protocol's baselines; returns the results dict described in the module docstring.
 
     ``seeds``: a count (seeds ``0..n-1``) or explicit seeds (default: the suite's count).
     ``num_steps``: override every task's horizon. ``suite_size``: keep only that many tasks
-    (balanced over the suite's parts; for smoke runs).
+    (balanced over the suite's parts; for smoke runs). ``cache``: reuse / store the baselines'
+    runs in the disk cache of :mod:`eval.baseline_cache` (the results are the same either way).
     """
     t_start, c_start = time.perf_counter(), time.process_time()
     protocol = protocol or DEFAULT_PROTOCOL
@@ -151,7 +152,14 @@ def run_suite(methods: Sequence[Any], suite: str | Suite, *, protocol: Optional[
     for i, st in enumerate(tasks):
         t_task = time.perf_counter()
         setup = prepare_task(st.build(), int(num_steps or st.num_steps), name=st.name, protocol=protocol)
-        runs = run_methods(setup, evaluated + base, seed_list, protocol)
+        key = (baseline_cache.cache_key(st.task_id, st.config, setup.num_steps, seed_list, protocol)
+               if cache and st.config else None)
+        cached = baseline_cache.load(key, base_names) if key else None
+        runs = run_methods(setup, evaluated + ([] if cached else base), seed_list, protocol)
+        if cached:
+            runs.update(cached)
+        elif key:
+            baseline_cache.store(key, {n: runs[n] for n in base_names})
         score = scoring.score_task(st.name, st.group, setup.num_steps, runs, base_names, protocol)
         scores.append(score)
         rec = _task_record(st, setup, runs, score)

@@ -201,3 +201,20 @@ def test_evaluate_writes_combined_report(tmp_path):
     assert set(res["summary"]) == {"tiny", "smoke"} and set(res["suites"]) == {"tiny", "smoke"}
     md = (tmp_path / "report.md").read_text()
     assert "## Suite `tiny`" in md and "## Suite `smoke`" in md and "| optax |" in md
+
+
+def test_baseline_cache_gives_identical_results_and_skips_the_baselines(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEARNED_OPT_EVAL_CACHE", str(tmp_path / "cache"))
+    method = [optax_method(optax.sgd(0.02), name="sgd0.02")]
+    cold = run_suite(method, "smoke", seeds=2, num_steps=15, protocol=TINY_PROTOCOL, cache=True)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2  # one entry per task
+    warm = run_suite(method, "smoke", seeds=2, num_steps=15, protocol=TINY_PROTOCOL, cache=True)
+    fresh = run_suite(method, "smoke", seeds=2, num_steps=15, protocol=TINY_PROTOCOL, cache=False)
+    strip = lambda r: json.dumps({k: v for k, v in r.items() if k != "timing"}, sort_keys=True)  # noqa: E731
+    assert strip(cold) == strip(warm) == strip(fresh)
+    for t in warm["timing"]["tasks"].values():
+        assert t["adam"]["compile"] == 0.0 and t["adam"]["run"] == 0.0  # not run again
+    # a different horizon is a different key: no stale reuse
+    other = run_suite(method, "smoke", seeds=2, num_steps=12, protocol=TINY_PROTOCOL, cache=True)
+    assert other["tasks"][0]["num_steps"] == 12
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 4
