@@ -12,6 +12,7 @@ busy machine are marked ``"quiet": false``. Prints a table, writes
 ``benchmarks/results/bench_eval.json``.
 
     python benchmarks/bench_eval.py                       # the full measurement (target: <= 8 min)
+    python benchmarks/bench_eval.py --no-cache            # baselines recomputed too (cold)
     python benchmarks/bench_eval.py --suite-size 4        # a quick look
 """
 from __future__ import annotations
@@ -27,16 +28,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import Window  # noqa: E402
 
 
-def full_evaluation(pretrained: str, seeds: int, suite_size: int | None) -> dict:
+def full_evaluation(pretrained: str, seeds: int, suite_size: int | None, cache: bool,
+                    out_dir: str | None = None) -> dict:
+    from eval import baseline_cache
     from eval.compare import evaluate
     from eval.methods import from_pretrained
 
+    before = len(list(baseline_cache.cache_dir().glob("*.json"))) if cache else 0
     t0, c0 = time.perf_counter(), time.process_time()
     with Window() as w:
-        res = evaluate([from_pretrained(pretrained)], None, ("indist", "ood"), None, seeds=seeds,
-                       suite_size=suite_size, verbose=True)
+        res = evaluate([from_pretrained(pretrained)], None, ("indist", "ood"), out_dir, seeds=seeds,
+                       suite_size=suite_size, verbose=True, cache=cache)
+    res.pop("outputs", None)
+    after = len(list(baseline_cache.cache_dir().glob("*.json"))) if cache else 0
     out = {"wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-           "machine": w.summary(), "suites": {}}
+           "machine": w.summary(), "cache": "off" if not cache else ("warm" if after == before else
+                                                                      f"cold ({after - before} new entries)"),
+           "suites": {}}
     for name, r in res.items():
         tasks = r["timing"]["tasks"]
         compile_s = sum(m["compile"] for t in tasks.values() for k, m in t.items() if k != "total")
@@ -83,13 +91,16 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--suite-size", type=int, default=None)
     p.add_argument("--sweep-ratio", action="store_true", help="also time one family vs 30 programs")
+    p.add_argument("--no-cache", action="store_true", help="recompute the baselines (cold measurement)")
+    p.add_argument("--eval-out", default=None, help="also write the evaluation report/results here")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_eval.json"))
     args = p.parse_args(argv)
     result = {"benchmark": "bench_eval", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "platform": platform.platform(), "pretrained": args.pretrained, "seeds": args.seeds,
               "suite_size": args.suite_size,
-              "full": full_evaluation(args.pretrained, args.seeds, args.suite_size)}
+              "full": full_evaluation(args.pretrained, args.seeds, args.suite_size, not args.no_cache,
+                                      args.eval_out)}
     if args.sweep_ratio:
         result["sweep_ratio"] = sweep_ratio(args.repeats)
     full = result["full"]
@@ -97,7 +108,8 @@ def main(argv=None) -> int:
     for name, s in full["suites"].items():
         print(f"| {name} | {s['tasks']} | {s['wall_seconds']:.0f} | {s['compile_seconds']:.0f} |")
     m = full["machine"]
-    print(f"\ntotal {full['wall_seconds'] / 60:.1f} min wall, {full['cpu_seconds'] / 60:.1f} min CPU; "
+    print(f"\ntotal {full['wall_seconds'] / 60:.1f} min wall, {full['cpu_seconds'] / 60:.1f} min CPU, "
+          f"baseline cache {full['cache']}; "
           f"load {m['load_1min_start']:.2f} -> {m['load_1min_end']:.2f}, steal {m['cpu_steal']}, "
           f"{'quiet' if m['quiet'] else 'BUSY machine: not a speed figure'}")
     if "sweep_ratio" in result:
