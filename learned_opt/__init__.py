@@ -6,6 +6,8 @@ module that defines it (one concept per module).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -13,8 +15,8 @@ __version__ = "0.1.0"
 # public name -> defining module (relative to this package)
 _LAZY = {
     # the dict API
-    "minimize": "dict_api",
-    "OptimizeResult": "dict_api",
+    "minimize": "minimize",
+    "OptimizeResult": "minimize",
     # learned-optimizer interface and architectures
     "LearnedOptimizer": "base",
     "MLPLOpt": "mlp_lopt",
@@ -37,6 +39,20 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
+
+
+class _Package(types.ModuleType):
+    """``learned_opt.minimize`` is the function, although a subpackage of the same name exists:
+    importing ``learned_opt.minimize.<anything>`` makes Python set this attribute to the
+    subpackage, which is replaced here by the function it exports."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "minimize" and isinstance(value, types.ModuleType):
+            value = value.minimize
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 # optional submodules reachable as attributes (imported on first access; not in __all__, so

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ns = ap.parse_args(list(argv) if argv is not None else None)
 
-    from learned_opt.dict_api import GLOBAL_METHODS, minimize
+    from learned_opt.minimize import GLOBAL_METHODS, minimize
 
     fun, make_x0 = PROBLEMS[ns.problem]
     x0 = make_x0()

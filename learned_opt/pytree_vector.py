@@ -235,7 +235,7 @@ class PackSpec:
 
     @property
     def has_float64(self) -> bool:
-        """True if any leaf is float64 (the x64 policy of :mod:`learned_opt.dict_api` keys on this)."""
+        """True if any leaf is float64 (the x64 policy of :mod:`learned_opt.minimize` keys on this)."""
         return any(d == np.float64 for d in self.dtypes)
 
     @property

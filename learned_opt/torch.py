@@ -72,9 +72,6 @@ class Minimizer(torch.optim.Optimizer):
     :class:`learned_opt.OptimizeResult` (``x``/``jac`` dicts of tensors).
     """
 
-    _HESSP = {"newton-cg", "trust-ncg", "trust-krylov", "trust-constr"}
-    _DENSE = {"dogleg", "trust-exact"}
-
     def __init__(self, params: Iterable, method: Any = "L-BFGS-B", *, bounds: Any = None,
                  tol: float | None = None, options: dict | None = None, callback: Callable | None = None,
                  threads: int | None = 1):
@@ -111,14 +108,15 @@ class Minimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         """Minimize ``closure()`` over the parameters; returns the final loss (a 0-d tensor)."""
-        from learned_opt.dict_api import _CANON, minimize
+        from learned_opt.minimize import METHODS, minimize
 
         if closure is None or not callable(closure):
             raise ValueError("Minimizer.step needs a closure that returns the loss")
         keys, params = _keys_and_params(self)
         meth = self.method.lower() if isinstance(self.method, str) else None
-        if isinstance(self.method, str) and meth not in _CANON:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(_CANON.values())}")
+        if isinstance(self.method, str) and meth not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of "
+                             f"{', '.join(m.name for m in METHODS.values())}")
 
         def load(x: dict) -> None:
             for k, p in zip(keys, params):
@@ -177,9 +175,10 @@ class Minimizer(torch.optim.Optimizer):
             return 0.5 * (H + H.T)
 
         kw: dict = {}
-        if meth in self._HESSP:
+        hessian = METHODS[meth].hessian if meth in METHODS else "none"
+        if hessian == "hessp":
             kw["hessp"] = hessp
-        elif meth in self._DENSE:
+        elif hessian == "dense":
             kw["hess"] = hess
         x0 = {k: p.detach().clone() for k, p in zip(keys, params)}
         import contextlib
