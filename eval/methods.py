@@ -54,7 +54,8 @@ class FirstOrderMethod:
         keys = set(grid[0])
         for g in grid:
             if set(g) != keys:
-                raise ValueError(f"method {self.name!r}: every grid entry needs the keys {sorted(keys)}, got {sorted(g)}")
+                raise ValueError(f"method {self.name!r}: every grid entry needs the keys {sorted(keys)}, "
+                                 f"got {sorted(g)}")
             for k, v in g.items():
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     raise TypeError(f"method {self.name!r}: grid value {k}={v!r} must be a number")

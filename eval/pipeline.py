@@ -31,8 +31,8 @@ import numpy as np
 
 from eval import baseline_cache, metrics, scoring
 from eval.baselines import protocol_baselines
-from eval.metrics import as_float
 from eval.methods import as_methods
+from eval.metrics import as_float
 from eval.protocol import DEFAULT_PROTOCOL, Protocol
 from eval.runner import MethodRun, prepare_task, run_methods
 from eval.suites import Suite, get_suite

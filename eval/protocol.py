@@ -84,7 +84,7 @@ class Protocol:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"protocol {name} must be an int >= 1, got {v!r}")
 
-    def replace(self, **changes) -> "Protocol":
+    def replace(self, **changes) -> Protocol:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
@@ -94,7 +94,7 @@ class Protocol:
         return d
 
     @classmethod
-    def from_dict(cls, d: Optional[dict]) -> "Protocol":
+    def from_dict(cls, d: Optional[dict]) -> Protocol:
         if not d:
             return cls()
         fields = {f.name for f in dataclasses.fields(cls)}

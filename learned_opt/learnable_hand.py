@@ -25,12 +25,13 @@ The updates are those of optax (``g`` the gradient, ``t`` the 1-based step count
 
 Exactness at the initial θ: each hyperparameter ``h`` is evaluated as ``h₀ · exp(θ - θ₀)`` with
 ``θ₀ = float32(log h₀)`` the constructor value — the same function of θ as ``exp(θ)`` up to the
-float32 rounding of ``log h₀`` (a relative 1e-8), but equal to ``h₀`` *bit for bit* at ``θ = θ₀``; likewise ``1-b`` and ``b`` are
-formed from the Python double ``1-b₀``. So ``LearnableAdam()`` at ``init(key)`` reproduces
-``optax.adam(1e-3)`` exactly, and ``LearnableSGD(lr)`` reproduces ``optax.sgd(lr)``.
+float32 rounding of ``log h₀`` (a relative 1e-8), but equal to ``h₀`` *bit for bit* at ``θ = θ₀``;
+likewise ``1-b`` and ``b`` are formed from the Python double ``1-b₀``. So ``LearnableAdam()`` at
+``init(key)`` reproduces ``optax.adam(1e-3)`` exactly, and ``LearnableSGD(lr)`` reproduces ``optax.sgd(lr)``.
 
 Computation is in float32 (float64 for float64 params); updates are returned in each
-parameter's dtype, accumulators are kept in the computation dtype. The optimizer state is a NamedTuple whose ``count`` is an int32 step counter.
+parameter's dtype, accumulators are kept in the computation dtype. The optimizer state is a
+NamedTuple whose ``count`` is an int32 step counter.
 """
 from __future__ import annotations
 

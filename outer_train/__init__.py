@@ -22,9 +22,20 @@ from __future__ import annotations
 from outer_train.build import build_estimator, build_family, build_lopt
 from outer_train.config import TrainConfig, apply_overrides, load_config, preset, presets
 from outer_train.distributed import TaskLayout, make_layout
-from outer_train.estimators import (ESTIMATORS, EstimatorState, GradientEstimator, MixtureEstimator,
-                                    es, full_es, full_grad, hybrid, make_estimator, pes, smoothed_rp,
-                                    tbptt)
+from outer_train.estimators import (
+    ESTIMATORS,
+    EstimatorState,
+    GradientEstimator,
+    MixtureEstimator,
+    es,
+    full_es,
+    full_grad,
+    hybrid,
+    make_estimator,
+    pes,
+    smoothed_rp,
+    tbptt,
+)
 from outer_train.trainer import TrainResult, TrainState, train
 from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets, make_schedule
 from outer_train.unroll import InnerProblem, StepOutput, TaskState

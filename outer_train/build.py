@@ -36,6 +36,7 @@ def build_family(config: TrainConfig) -> Any:
 def mixture_tasks(config: TrainConfig) -> list:
     """``mixture_size`` (task, cfg) pairs drawn with ``seed`` from the named taskset."""
     import numpy as np
+
     import tasksets
     cfgs = tasksets.load_taskset(config.taskset)
     if not cfgs:

@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_runtime(args)
         import warnings
+
         from outer_train.distributed import resolve_device_count
         with warnings.catch_warnings():  # fail early on a bad device count; train() warns itself
             warnings.simplefilter("ignore")

@@ -172,7 +172,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         if not isinstance(data, Mapping):
             raise TypeError(f"a config must be a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -181,7 +181,7 @@ class TrainConfig:
             raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**dict(data))
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 

@@ -29,8 +29,8 @@ Metrics (scalars): ``meta_loss`` (mean normalized loss over valid steps), ``grad
 the returned mean estimate, summed over coordinates), ``frac_reset`` (fraction of tasks reset in
 this unroll), ``num_nonfinite`` (tasks whose estimate was dropped); hybrid adds ``var_es``,
 ``var_rp``, ``weight_es``. ``num_nonfinite_loss`` counts the inner update steps (over tasks) whose
-training loss was NaN/inf — each such task is reset and its meta-loss clipped, so θ stays finite. ``inner_steps`` (a Python int attribute) is the number of inner steps —
-every branch of every task counted — per call.
+training loss was NaN/inf — each such task is reset and its meta-loss clipped, so θ stays finite.
+``inner_steps`` (a Python int attribute) is the number of inner steps — every branch of every task counted — per call.
 """
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-exported)
 from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets
+from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-exported)
 
 
 class TaskState(NamedTuple):

@@ -23,14 +23,11 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from tasks.base import Datasets
-from tasks.common import (ConfiguredTask, check_choice, check_float, check_int_list,
-                          check_positive_int, plain_dict)
+from tasks.common import ConfiguredTask, check_choice, check_int_list, check_positive_int, plain_dict
 from tasks.image_mlp import resolve_image_datasets
-from tasks.nn import (ACTIVATIONS, INITIALIZERS, MLP, flatten_images, get_activation,
-                      get_initializer)
+from tasks.nn import ACTIVATIONS, INITIALIZERS, MLP, flatten_images, get_activation, get_initializer
 
 AE_LOSSES = ("mse", "bernoulli")
 VAE_LIKELIHOODS = ("bernoulli", "gaussian")

@@ -21,7 +21,7 @@ returns a pytree of arrays (vmappable, so N tasks can be drawn at once inside ``
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,7 @@ class Task:
     """Base class for inner problems. Subclasses implement ``init`` and ``loss``."""
 
     name: str = "task"
-    datasets: Optional["Datasets"] = None
+    datasets: Optional[Datasets] = None
 
     def init(self, key: jax.Array) -> Params:
         raise NotImplementedError  # abstract

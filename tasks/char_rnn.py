@@ -16,8 +16,16 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from tasks.base import Datasets
-from tasks.common import (ConfiguredTask, check_choice, check_datasets, check_positive_int,
-                          default_float, load_text, params_dtype, plain_dict)
+from tasks.common import (
+    ConfiguredTask,
+    check_choice,
+    check_datasets,
+    check_positive_int,
+    default_float,
+    load_text,
+    params_dtype,
+    plain_dict,
+)
 from tasks.nn import ACTIVATIONS, get_activation, softmax_cross_entropy
 
 CELLS = ("rnn", "gru", "lstm")

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from tasks.base import Datasets
-from tasks.common import (check_choice, check_float, check_int_list, check_positive_int,
-                          num_classes_of)
+from tasks.common import check_choice, check_float, check_int_list, check_positive_int, num_classes_of
 from tasks.image_mlp import ClassifierTask, resolve_image_datasets
 from tasks.nn import ACTIVATIONS, INITIALIZERS, get_activation, get_initializer
 

@@ -24,12 +24,26 @@ import jax
 import jax.numpy as jnp
 
 from tasks.base import Datasets, Task, TaskFamily
-from tasks.common import (_jsonable, check_choice, check_datasets, check_float, check_int_list,
-                          check_positive_int, default_float, num_classes_of)
+from tasks.common import (
+    _jsonable,
+    check_choice,
+    check_float,
+    check_int_list,
+    check_positive_int,
+    default_float,
+    num_classes_of,
+)
 from tasks.conv import HEADS, PADDINGS, POOLINGS, ConvNet
 from tasks.image_mlp import ClassifierTask, MLPClassifierMember, resolve_image_datasets
-from tasks.nn import (ACTIVATIONS, INITIALIZERS, MLP, _names_or_default, activation_switch,
-                      initializer_switch, scaled_initializer)
+from tasks.nn import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    MLP,
+    _names_or_default,
+    activation_switch,
+    initializer_switch,
+    scaled_initializer,
+)
 from tasks.quadratic import SampledQuadraticTask, random_orthogonal_jax
 
 

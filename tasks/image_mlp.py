@@ -9,19 +9,35 @@ from the loss key; with ``dropout_rate = 0`` the loss ignores the key.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
 from tasks.base import Datasets
-from tasks.common import (ConfiguredTask, check_choice, check_datasets, check_float,
-                          check_int_list, check_positive_int, full_batch_size, load_images,
-                          num_classes_of, plain_dict)
-from tasks.nn import (ACTIVATIONS, INITIALIZERS, MLP, accuracy, flatten_images, get_activation,
-                      get_initializer, softmax_cross_entropy)
+from tasks.common import (
+    ConfiguredTask,
+    check_choice,
+    check_datasets,
+    check_float,
+    check_int_list,
+    check_positive_int,
+    full_batch_size,
+    load_images,
+    num_classes_of,
+    plain_dict,
+)
+from tasks.nn import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    MLP,
+    accuracy,
+    flatten_images,
+    get_activation,
+    get_initializer,
+    softmax_cross_entropy,
+)
 
 
 def kernel_l2(params: Any) -> jax.Array:

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import Task
-from tasks.common import (ConfiguredTask, check_choice, check_float, check_positive_int,
-                          default_float, params_dtype)
+from tasks.common import ConfiguredTask, check_choice, check_float, check_positive_int, default_float, params_dtype
 
 
 def random_orthogonal(rng: np.random.Generator, dim: int) -> np.ndarray:

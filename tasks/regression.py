@@ -19,15 +19,23 @@ served whole and ``loss(params, key, datasets.train.full())`` is the objective.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import Datasets, Split
-from tasks.common import (ConfiguredTask, check_datasets, check_float, check_positive_int,
-                          default_float, full_batch_size, load_images, num_classes_of)
+from tasks.common import (
+    ConfiguredTask,
+    check_datasets,
+    check_float,
+    check_positive_int,
+    default_float,
+    full_batch_size,
+    load_images,
+    num_classes_of,
+)
 from tasks.nn import softmax_cross_entropy
 
 SPLITS = ("train", "inner_valid", "outer_valid", "test")

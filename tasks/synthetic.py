@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks.base import Task
-from tasks.common import (ConfiguredTask, check_float, check_positive_int, default_float,
-                          params_dtype)
+from tasks.common import ConfiguredTask, check_float, check_positive_int, default_float, params_dtype
 from tasks.nn import softmax_cross_entropy
 
 

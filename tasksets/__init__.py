@@ -16,12 +16,17 @@ from __future__ import annotations
 from tasksets.baselines import DEFAULT_LEARNING_RATES, compute_norm_stats
 from tasksets.build import build_task, validate_config
 from tasksets.ids import canonical_json, task_id
-from tasksets.normalization import (load_norm_stats, lookup_stats, normalize, normalize_with,
-                                    stored_norm_stats)
-from tasksets.registry import (families, get_family, group_by_shape, sample_config,
-                               shape_signature)
-from tasksets.splits import (TASKSET_SPECS, freeze_taskset, generate_taskset, load_taskset,
-                             load_taskset_doc, taskset_horizon, taskset_names)
+from tasksets.normalization import load_norm_stats, lookup_stats, normalize, normalize_with, stored_norm_stats
+from tasksets.registry import families, get_family, group_by_shape, sample_config, shape_signature
+from tasksets.splits import (
+    TASKSET_SPECS,
+    freeze_taskset,
+    generate_taskset,
+    load_taskset,
+    load_taskset_doc,
+    taskset_horizon,
+    taskset_names,
+)
 
 __all__ = [
     "DEFAULT_LEARNING_RATES", "TASKSET_SPECS", "build_task", "canonical_json",

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
+
 class _Static:
     """A hashable wrapper for a non-array argument (hash by value if possible, else by identity)."""
 

@@ -9,6 +9,7 @@ import scipy.optimize as sopt
 
 from learned_opt.pytree_vector import PackSpec, host_array, keystr
 
+
 def _bound_vector(spec: PackSpec, tree: Any, side: str) -> np.ndarray:
     default = -np.inf if side == "lb" else np.inf
     vec = np.empty(spec.size, dtype=np.float64)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from learned_opt.minimize.args import _ArgSpec
 from learned_opt.pytree_vector import PackSpec
 
+
 def _scalar_out(out: Any) -> jax.Array:
     """Check at trace time that ``fun`` returned a real scalar."""
     if isinstance(out, (tuple, list)):

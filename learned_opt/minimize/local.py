@@ -11,8 +11,16 @@ from learned_opt.minimize import _scipy_compat
 from learned_opt.minimize.methods import METHODS
 from learned_opt.minimize.objective import _MaxIter, _NonFinite, _Objective, _Stop
 from learned_opt.minimize.options import _call_user_callback, _callback_form, _check_options
-from learned_opt.minimize.result import (STATUS_CALLBACK, OptimizeResult, _attach_history, _check_final,
-                                         _early_result, _grad_tree, _nonfinite_result)
+from learned_opt.minimize.result import (
+    STATUS_CALLBACK,
+    OptimizeResult,
+    _attach_history,
+    _check_final,
+    _early_result,
+    _grad_tree,
+    _nonfinite_result,
+)
+
 
 def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, tol, callback,
                     options: dict) -> OptimizeResult:

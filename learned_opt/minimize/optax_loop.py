@@ -15,11 +15,12 @@ import optax
 
 from learned_opt.minimize.args import _ArgSpec
 from learned_opt.minimize.kernels import _scalar_out
+from learned_opt.minimize.objective import _host_scalar
 from learned_opt.minimize.options import _call_user_callback, _callback_form, _check_options
 from learned_opt.minimize.problem import Problem, split_value_grad
-from learned_opt.minimize.objective import _host_scalar
 from learned_opt.minimize.result import STATUS_CALLBACK, STATUS_NONFINITE, OptimizeResult
 from learned_opt.pytree_vector import host_array, keystr
+
 
 def _optax_update(opt, extra, params, grads, state, value, lb, ub):
     if extra:
@@ -39,7 +40,8 @@ def _jit_optax_step(fun, spec, argspec, opt, extra, params, state, dyn, lb, ub):
         return _scalar_out(fun(spec.build(leaves), *argspec.merge(dyn)))
     value, grads = jax.value_and_grad(f)(params)
     ok = jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]))
-    gmax = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) if g.size else jnp.zeros((), g.dtype) for g in grads]).astype(jnp.float32))
+    gmax = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) if g.size else jnp.zeros((), g.dtype)
+                              for g in grads]).astype(jnp.float32))
     new, state = _optax_update(opt, extra, params, grads, state, value, lb, ub)
     return new, state, value, grads, ok, gmax
 

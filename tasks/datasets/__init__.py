@@ -18,8 +18,7 @@ under the data_dir (``$LEARNED_OPT_DATA_DIR`` or ``~/.cache/learned_opt/tfds``) 
 NumPy through TFDS data sources; any other prepared TFDS dataset in the data_dir loads by name.
 """
 from tasks.datasets.builders import default_data_dir, make_arrays_builder, prepare
-from tasks.datasets.loader import (SPLIT_NAMES, dataset_names, load_image_dataset, load_text_dataset,
-                                   partition)
+from tasks.datasets.loader import SPLIT_NAMES, dataset_names, load_image_dataset, load_text_dataset, partition
 from tasks.datasets.reader import find_prepared, read_tfds_directory
 from tasks.datasets.resize import resize_images
 from tasks.datasets.sources import DatasetUnavailableError

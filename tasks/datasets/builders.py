@@ -56,7 +56,7 @@ def resolve_data_dir(data_dir: Optional[str]) -> str:
 
 # --- builder classes --------------------------------------------------------------------------
 
-def tensor_features(specs: dict) -> "tfds.features.FeaturesDict":
+def tensor_features(specs: dict) -> tfds.features.FeaturesDict:
     """``{key: (shape, dtype)}`` -> Tensor features; non-scalars are stored as raw bytes."""
     def feature(shape, dtype):
         encoding = tfds.features.Encoding.BYTES if len(shape) else tfds.features.Encoding.NONE
@@ -80,7 +80,7 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(data_dir=resolve_data_dir(data_dir), **kwargs)
 
-    def _info(self) -> "tfds.core.DatasetInfo":
+    def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self, description=(type(self).__doc__ or "").strip(),
             features=tensor_features(self.FEATURES),

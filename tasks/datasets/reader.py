@@ -17,11 +17,10 @@ import zlib
 from typing import Optional
 
 import numpy as np
-
-from tasks.datasets.builders import tfds  # imported there with a clear error message
 from tensorflow_datasets.core import decode as tfds_decode
 from tensorflow_datasets.proto import tf_example_pb2
 
+from tasks.datasets.builders import tfds  # imported there with a clear error message
 
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 

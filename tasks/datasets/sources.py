@@ -20,11 +20,10 @@ import importlib.util
 import os
 import random
 import struct
+from importlib import resources as _resources
 from typing import NamedTuple, Optional
 
 import numpy as np
-
-from importlib import resources as _resources
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
