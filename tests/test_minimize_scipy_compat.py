@@ -5,7 +5,6 @@ import pytest
 
 from learned_opt.minimize import METHODS, _scipy_compat
 
-
 LOCAL = [m.key for m in METHODS.values() if not m.is_global]
 
 
