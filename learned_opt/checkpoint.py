@@ -193,7 +193,7 @@ def load_record(path: PathLike) -> tuple[LearnedOptimizer, Theta, dict | None]:
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != record.get("sha256"):
         raise ValueError(f"{path}: checkpoint is corrupted (checksum mismatch)")
     try:
-        content = serialization.msgpack_restore(payload)
+        content: Any = serialization.msgpack_restore(payload)
         config = json.loads(content["config"])
         metadata = json.loads(content["metadata"])
         theta_np = content["theta"]

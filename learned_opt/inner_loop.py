@@ -124,13 +124,14 @@ def hand_designed(learning_rate: Any, adam: Any, cosine: Any, num_steps: int, *,
         return HandDesignedState(jnp.zeros((), jnp.int32), jax.tree_util.tree_map(zeros, params),
                                  jax.tree_util.tree_map(zeros, params))
 
-    def update(grads, state, params=None):
+    def update(updates, state, params=None):
         del params
+        grads = updates
         is_adam = jnp.asarray(adam) > 0.5
         mu = jax.tree_util.tree_map(
             lambda m, g: jnp.where(is_adam, b1 * m + (1 - b1) * g, momentum * m + g), state.mu, grads)
         nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, grads)
-        count = optax.safe_int32_increment(state.count)
+        count = jnp.asarray(optax.safe_int32_increment(state.count))
         frac = jnp.minimum(state.count, num_steps).astype(jnp.float32) / num_steps
         scale = jnp.where(jnp.asarray(cosine) > 0.5, 0.5 * (1 + jnp.cos(jnp.pi * frac)), 1.0)
         step = jnp.asarray(learning_rate) * scale

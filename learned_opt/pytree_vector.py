@@ -190,7 +190,7 @@ def _leaf_info(path: tuple, leaf: Any):
     else:
         raise TypeError(f"x0 leaf at {keystr(path)} has unsupported type {type(leaf).__name__}; "
                         "expected a NumPy/JAX floating-point array")
-    dtype = np.dtype(leaf.dtype) if kind != PYFLOAT else np.dtype(np.float64)
+    dtype = np.dtype(leaf.dtype) if kind != PYFLOAT else np.dtype(np.float64)  # pyright: ignore[reportAttributeAccessIssue]  (kind says: an array)
     if not jnp.issubdtype(dtype, jnp.floating):
         what = ("complex" if dtype.kind == "c" else "boolean" if dtype.kind == "b"
                 else "integer" if dtype.kind in "iu" else "not floating point")

@@ -264,7 +264,7 @@ class LearnedOpt(torch.optim.Optimizer):
 
             def update(grads, state, params, loss):
                 if extra and with_loss:
-                    updates, state = tx.update(grads, state, params, loss=loss)
+                    updates, state = tx.update(grads, state, params, loss=loss)  # pyright: ignore[reportCallIssue]  (extra: an ExtraArgs transform)
                 else:
                     updates, state = tx.update(grads, state, params)
                 return optax.apply_updates(params, updates), state

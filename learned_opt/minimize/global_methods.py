@@ -79,12 +79,10 @@ def _basinhopping(obj: _Objective, x0vec: np.ndarray, ask: _Asker, has_grad: boo
     if obj.lb is not None:
         if not (local in METHODS and METHODS[local].bounds and not METHODS[local].is_global):
             raise ValueError(f"basinhopping's local method {mk['method']!r} cannot handle bounds")
-        mk["bounds"] = sopt.Bounds(obj.lb, obj.ub)
-    cb = None
-    if ask.callback is not None:
-        def cb(x, f, accept):
-            return ask(x, float(f))
-    r = fn(func, x0vec, minimizer_kwargs=mk, callback=cb, **kw)
+        mk["bounds"] = sopt.Bounds(obj.lb, obj.ub)  # pyright: ignore[reportArgumentType]  (stub: float; arrays are documented)
+    def cb(x, f, accept):
+        return ask(x, float(f))
+    r = fn(func, x0vec, minimizer_kwargs=mk, callback=cb if ask.callback is not None else None, **kw)
     lowest = r.get("lowest_optimization_result")
     gvec = lowest.get("jac") if lowest is not None else None
     success = bool(lowest.get("success", True)) if lowest is not None else True
@@ -123,21 +121,17 @@ def _dual_annealing(obj: _Objective, x0vec: np.ndarray, ask: _Asker, has_grad: b
     if mk is not None and "method" not in mk:
         mk["method"] = "L-BFGS-B"
     extra["x0"] = np.clip(x0vec, obj.lb, obj.ub)
-    cb = None
-    if ask.callback is not None:
-        def cb(x, f, context):
-            return ask(x, float(f))
-    return _boxed(obj, kw, extra, cb, "dual_annealing")
+    def cb(x, f, context):
+        return ask(x, float(f))
+    return _boxed(obj, kw, extra, cb if ask.callback is not None else None, "dual_annealing")
 
 
 def _differential_evolution(obj: _Objective, x0vec: np.ndarray, ask: _Asker, has_grad: bool, kw: dict):
     extra: dict = {"x0": np.clip(x0vec, obj.lb, obj.ub)}
-    cb = None
-    if ask.callback is not None:
-        def cb(intermediate_result):
-            if ask(intermediate_result.x, float(intermediate_result.fun)):
-                raise StopIteration
-    return _boxed(obj, kw, extra, cb, "differential_evolution")
+    def cb(intermediate_result):
+        if ask(intermediate_result.x, float(intermediate_result.fun)):
+            raise StopIteration
+    return _boxed(obj, kw, extra, cb if ask.callback is not None else None, "differential_evolution")
 
 
 def _shgo_options(options: dict) -> bool:
@@ -153,12 +147,10 @@ def _shgo_options(options: dict) -> bool:
 def _shgo(obj: _Objective, x0vec: np.ndarray, ask: _Asker, has_grad: bool, kw: dict):
     extra: dict = {}
     _local_gradient(obj, kw, "SLSQP", has_grad, extra)
-    cb = None
-    if ask.callback is not None:
-        def cb(xk):
-            if ask(xk, None):
-                raise _Stop(np.array(xk, dtype=np.float64), None, ask.count)
-    return _boxed(obj, kw, extra, cb, "shgo")
+    def cb(xk):
+        if ask(xk, None):
+            raise _Stop(np.array(xk, dtype=np.float64), None, ask.count)
+    return _boxed(obj, kw, extra, cb if ask.callback is not None else None, "shgo")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,7 +79,7 @@ def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, 
 
     scipy_bounds = None
     if obj.lb is not None:  # start inside the box (the objective is only evaluated there anyway)
-        scipy_bounds = sopt.Bounds(obj.lb, obj.ub, keep_feasible=(meth == "trust-constr"))
+        scipy_bounds = sopt.Bounds(obj.lb, obj.ub, keep_feasible=(meth == "trust-constr"))  # pyright: ignore[reportArgumentType]  (stub: float; arrays are documented)
         x0vec = np.clip(x0vec, obj.lb, obj.ub)
 
     # methods whose evaluations go through scipy's ScalarFunction / copying wrappers
@@ -106,13 +106,13 @@ def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, 
         _check_final(res, g0)
         return _attach_history(res, obj)
 
-    if meth == "tnc":
-        def cb(xk):
-            _handle(xk, None)
-    else:
-        def cb(intermediate_result):
-            _handle(intermediate_result.x, float(intermediate_result.fun)
-                    if "fun" in intermediate_result else None)
+    def cb_x(xk):  # TNC calls back with the iterate only
+        _handle(xk, None)
+
+    def cb_result(intermediate_result):
+        _handle(intermediate_result.x, float(intermediate_result.fun)
+                if "fun" in intermediate_result else None)
+    cb = cb_x if meth == "tnc" else cb_result
 
     try:
         r = sopt.minimize(f_arg, x0vec, method=method if mi is None else mi.name, jac=jac_arg,
@@ -139,7 +139,7 @@ def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, 
         gvec = obj.gradient_at(xvec)
     res = OptimizeResult({k: v for k, v in r.items() if k not in ("x", "jac", "grad", "fun")})
     res.x = spec.unpack(xvec)
-    res.fun = float(np.asarray(r.fun).real)
+    res.fun = float(np.real(np.asarray(r.fun)))
     if gvec is not None:
         res.jac = _grad_tree(spec, gvec)
     res.success = bool(r.get("success", True))

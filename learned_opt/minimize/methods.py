@@ -68,7 +68,7 @@ def info(name: str) -> MethodInfo | None:
     return METHODS.get(name.lower())
 
 
-def _resolve_method(method: Any, has_bounds: bool):
+def _resolve_method(method: Any, has_bounds: bool) -> tuple[str, Any]:
     """('scipy' | 'global' | 'optax' | 'custom', lower-case name or the object)."""
     if method is None:
         return "scipy", ("l-bfgs-b" if has_bounds else "bfgs")

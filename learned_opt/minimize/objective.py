@@ -36,7 +36,8 @@ class _MaxIter(_Stop):
     """options['maxiter'] reached (methods whose scipy solver has no iteration limit: TNC)."""
 
 
-def _host_scalar(out: Any, what: str = "fun") -> float | complex:
+def _host_scalar(out: Any, what: str = "fun") -> Any:
+    """``out`` as a Python float (a complex for a complex-step evaluation)."""
     if isinstance(out, (tuple, list)):
         raise TypeError(f"{what} returned a {type(out).__name__}; expected a scalar")
     arr = np.asarray(host_array(out))
@@ -95,7 +96,7 @@ class _Objective:
     def _eager_tree(self, x: np.ndarray) -> Any:
         return self.spec.unpack(self._clip(x))
 
-    def _record(self, x: np.ndarray, f: float, g: np.ndarray | None, finite: bool) -> None:
+    def _record(self, x: np.ndarray, f: Any, g: np.ndarray | None, finite: bool) -> None:
         self.fun_history.append(f)
         self.time_history.append(time.perf_counter() - self.t0)
         if finite and f < self.best_f:
@@ -114,6 +115,7 @@ class _Objective:
         if not np.isfinite(f):
             msg = f"objective value is {f} at function evaluation {n}"
         else:
+            assert g is not None  # a finite value with a non-finite gradient
             bad = []
             for path, off, size in zip(self.spec.paths, self.spec.offsets, self.spec.sizes):
                 k = int(np.count_nonzero(~np.isfinite(g[off:off + size])))
@@ -134,7 +136,8 @@ class _Objective:
         self.value_mode = "eager"  # derivative-free: evaluate the NumPy function directly
 
     # -- f -----------------------------------------------------------------------------------------
-    def value(self, x: np.ndarray) -> float:
+    def value(self, x: np.ndarray) -> Any:
+        """f(x): a float (a complex under complex-step differences, ``jac="cs"``)."""
         cplx = np.iscomplexobj(x)
         self.nfev += 1
         if self.value_mode == "torch":
@@ -166,7 +169,7 @@ class _Objective:
         return f
 
     # -- f, ∇f -------------------------------------------------------------------------------------
-    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_grad(self, x: np.ndarray) -> tuple[Any, np.ndarray]:
         self.nfev += 1
         self.njev += 1
         if self.value_mode == "torch":
@@ -223,7 +226,7 @@ class _Objective:
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """∇f alone (for consumers that call f and ∇f separately): memoized on the last x."""
-        if self._memo is not None and np.array_equal(self._memo_x, x):
+        if self._memo is not None and self._memo_x is not None and np.array_equal(self._memo_x, x):
             return self._memo[1]
         f, g = self.value_and_grad(x)
         self._memo_x, self._memo = np.array(x, copy=True), (f, g)

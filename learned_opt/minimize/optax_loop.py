@@ -29,7 +29,7 @@ def _optax_update(opt, extra, params, grads, state, value, lb, ub):
         updates, state = opt.update(grads, state, params)
     new = optax.apply_updates(params, updates)
     if lb is not None:
-        new = [jnp.clip(p, l, u).astype(p.dtype) for p, l, u in zip(new, lb, ub)]
+        new = [jnp.clip(p, l, u).astype(p.dtype) for p, l, u in zip(list(new), lb, ub)]  # pyright: ignore[reportArgumentType]
     return new, state
 
 
@@ -69,7 +69,7 @@ def _minimize_optax(problem: Problem, x0: Any, opt: Any, tol, callback, options:
     t0 = time.perf_counter()
     with jax.enable_x64(True) if spec.has_float64 else contextlib.nullcontext():
         params = [jnp.asarray(host_array(leaf), dtype=d) for leaf, d in zip(spec.leaves(x0, "x0"), spec.dtypes)]
-        if lb is not None:
+        if lb is not None and ub is not None:
             lbl = [jnp.asarray(lb[o:o + s].reshape(sh), d) for sh, d, o, s in
                    zip(spec.shapes, spec.dtypes, spec.offsets, spec.sizes)]
             ubl = [jnp.asarray(ub[o:o + s].reshape(sh), d) for sh, d, o, s in
@@ -95,6 +95,7 @@ def _minimize_optax(problem: Problem, x0: Any, opt: Any, tol, callback, options:
             if jac is True:
                 v, gt = split_value_grad(fun(tree, *args))
             else:
+                assert callable(jac)
                 v, gt = fun(tree, *args), jac(tree, *args)
             v = _host_scalar(v)
             gv = spec.pack(gt, what="gradient")

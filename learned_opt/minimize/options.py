@@ -39,7 +39,7 @@ def _callback_form(callback: Callable) -> str:
     return "result" if "intermediate_result" in params else "x"
 
 
-def _call_user_callback(callback, form: str, spec: PackSpec, x: np.ndarray, f: float | None, nit: int,
+def _call_user_callback(callback, form: str | None, spec: PackSpec, x: np.ndarray, f: float | None, nit: int,
                         value_at: Callable | None = None) -> bool:
     """Call the user's callback with a dict; True if it asks to stop (returns True / StopIteration).
     ``value_at(x)`` supplies f for the intermediate_result form when the method did not report it."""
