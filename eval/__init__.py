@@ -44,7 +44,7 @@ _LAZY = {
     "default_baselines": "baselines",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY)  # pyright: ignore[reportUnsupportedDunderAll]
 
 
 def __getattr__(name: str) -> Any:

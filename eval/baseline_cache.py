@@ -41,8 +41,9 @@ def _versions() -> dict:
     import optax
     import scipy
 
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__,
-            "scipy": scipy.__version__}
+    return {"jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,  # pyright: ignore[reportPrivateImportUsage]  (public, not re-exported)
+            "optax": optax.__version__, "scipy": scipy.__version__}
 
 
 def cache_key(task_id: str, config: dict, num_steps: int, seeds: Sequence[int], protocol: Protocol) -> str:

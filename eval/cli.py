@@ -19,7 +19,7 @@ from typing import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="learned-opt eval", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="learned-opt eval", description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     src = p.add_argument_group("what to evaluate (at least one)")
     src.add_argument("--checkpoint", action="append", default=[], metavar="PATH",

@@ -233,7 +233,8 @@ def as_method(obj: Any) -> Method:
         return learned_method(obj[0], obj[1])
     if hasattr(obj, "opt_fn") and hasattr(obj, "init"):
         import jax
-        return learned_method(obj, obj.init(jax.random.PRNGKey(0)),
+        lopt: Any = obj
+        return learned_method(lopt, lopt.init(jax.random.PRNGKey(0)),
                               name=f"{getattr(obj, 'name', type(obj).__name__)}-untrained")
     raise TypeError(f"cannot interpret {type(obj).__name__} as an evaluation method")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 NORM_CLIP = 2.0
 
@@ -56,14 +57,14 @@ def normalize_loss(loss, init: float, best: float, clip: float = NORM_CLIP) -> n
     return np.clip(n, -clip, clip)
 
 
-def lower_envelope(losses: np.ndarray) -> np.ndarray:
+def lower_envelope(losses: ArrayLike) -> np.ndarray:
     """Running minimum along the last axis, treating NaN as +inf (a NaN never improves it)."""
     x = np.asarray(losses, dtype=np.float64)
     x = np.where(np.isnan(x), np.inf, x)
     return np.minimum.accumulate(x, axis=-1)
 
 
-def first_passage(x: Sequence[float], losses: Sequence[float], target: float) -> float:
+def first_passage(x: ArrayLike, losses: ArrayLike, target: float) -> float:
     """First ``x`` at which the monotone lower envelope of ``losses`` reaches ``target``.
 
     Linear interpolation between consecutive recorded points (the envelope is piecewise linear in
@@ -101,8 +102,8 @@ class SpeedUp:
     baseline_steps: float  # t_B
 
 
-def speedup(method_x: Sequence[float], method_losses: Sequence[float],
-            baseline_x: Sequence[float], baseline_losses: Sequence[float]) -> SpeedUp:
+def speedup(method_x: ArrayLike, method_losses: ArrayLike,
+            baseline_x: ArrayLike, baseline_losses: ArrayLike) -> SpeedUp:
     """Speed-up of a method over a baseline on their (seed-median) loss curves.
 
     ``L* = min`` of the baseline curve; ``t_B`` and ``t_M`` the first (interpolated) cost at which
@@ -160,7 +161,7 @@ def bootstrap_mean_ci(values: Sequence[float], samples: int = 2000, seed: int = 
     return (float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)))
 
 
-def mean_over_curve(x: Sequence[float], norm_losses: Sequence[float]) -> float:
+def mean_over_curve(x: ArrayLike, norm_losses: ArrayLike) -> float:
     """Average of a normalized curve over its cost axis (trapezoid rule; plain mean for 1 point)."""
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(norm_losses, dtype=np.float64)

@@ -148,7 +148,8 @@ def run_suite(methods: Sequence[Any], suite: str | Suite, *, protocol: Optional[
             if b.name not in {m.name for m in evaluated}]
     base_names = [b.name for b in base]
     tasks = suite.resolve(size=suite_size)
-    records, scores, timing = [], [], {"tasks": {}}
+    records, scores = [], []
+    timing: dict[str, Any] = {"tasks": {}}
     for i, st in enumerate(tasks):
         t_task = time.perf_counter()
         setup = prepare_task(st.build(), int(num_steps or st.num_steps), name=st.name, protocol=protocol)

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from eval.metrics import as_float as _f  # noqa: E402
 
@@ -218,7 +219,7 @@ def plot_paths(panels: Sequence[dict], path: str) -> str:
         ax.tick_params(labelsize=6)
     for k in range(len(panels), rows * cols):
         axes[k // cols][k % cols].axis("off")
-    handles = [plt.Line2D([], [], color=colors[lb], lw=2) for lb in labels]
+    handles = [Line2D([], [], color=colors[lb], lw=2) for lb in labels]
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.05, top=1 - 0.5 / (h / DPI), hspace=0.3, wspace=0.2)
     return _save(fig, path)
@@ -235,7 +236,7 @@ def path_panels(results: dict, grid_fn: Optional[Callable[[dict], tuple]] = None
             continue
         summ = by_name.get(t["name"])
         if grid_fn is not None:
-            X, Y, Z = grid_fn(summ)
+            X, Y, Z = grid_fn(summ)  # pyright: ignore[reportArgumentType]  (summ: present for a task with paths)
         else:
             X, Y, Z = _rebuild_grid(summ, num)
         panels.append({"title": t["name"], "X": X, "Y": Y, "Z": Z,

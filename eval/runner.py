@@ -381,7 +381,7 @@ def _scipy_seed(setup: TaskSetup, method: ScipyMethod, seed: int) -> Curve:
     try:
         with single_threaded_blas():
             res = minimize(obj, params0, method=method.method, jac=True, callback=callback,
-                           options=opts, **({"hessp": obj.hessp} if method.uses_hessp else {}))
+                           options=opts, hessp=obj.hessp if method.uses_hessp else None)
         stopped = int(getattr(res, "status", 0)) == _STATUS_CALLBACK
         # what the method itself used (minimize may evaluate once more after scipy returns, for
         # a fresh res.jac); an early stop happened at the last callback

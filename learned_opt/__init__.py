@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -38,7 +38,10 @@ _LAZY = {
     "pretrained_path": "pretrained",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted(_LAZY) + ["__version__"]  # pyright: ignore[reportUnsupportedDunderAll]
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers (``minimize`` is the function)
+    from learned_opt.minimize import OptimizeResult, minimize  # noqa: F401
 
 
 class _Package(types.ModuleType):

@@ -49,7 +49,7 @@ def mixture_tasks(config: TrainConfig) -> list:
 def build_estimator(config: TrainConfig, lopt: Any, family: Any | None = None):
     """The estimator of ``config`` (a :class:`MixtureEstimator` for taskset mixtures)."""
     schedule = build_schedule(config)
-    common = dict(num_tasks=config.num_tasks, unroll_length=config.unroll_length, sigma=config.sigma,
+    common: dict[str, Any] = dict(num_tasks=config.num_tasks, unroll_length=config.unroll_length, sigma=config.sigma,
                   random_offsets=config.random_offsets)
     if config.task == "taskset_mixture" and family is None:
         import tasksets

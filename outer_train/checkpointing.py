@@ -100,8 +100,8 @@ def _serialize(arrays: list[np.ndarray], treedef: str, info: dict) -> bytes:
               "shapes": [list(a.shape) for a in arrays], "dtypes": [a.dtype.str for a in arrays],
               "sha256": [_sha256(a) for a in arrays], "info": info}
     buf = io.BytesIO()
-    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8),
-             **{f"leaf_{i:05d}": a for i, a in enumerate(arrays)})
+    leaves: dict[str, Any] = {f"leaf_{i:05d}": a for i, a in enumerate(arrays)}
+    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **leaves)
     return buf.getvalue()
 
 

@@ -269,7 +269,7 @@ class TaskLayout:
                                                        for f in dataclasses.fields(estimator)):
             for n in _task_counts(estimator):
                 check_divisible(n, self.num_devices)
-            return dataclasses.replace(estimator, task_layout=self)
+            return dataclasses.replace(estimator, task_layout=self)  # pyright: ignore[reportArgumentType]  (an instance: checked above)
         return estimator  # unknown estimator type: rely on sharding propagation from the state
 
     def estimator_init(self, estimator: Any) -> Callable[[jax.Array, Any], Any]:

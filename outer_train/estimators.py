@@ -270,7 +270,7 @@ class GradientEstimator:
         n, d = self.num_tasks, flat.size
         k_init, k_unroll = jax.random.split(task_key)
         sigma = jnp.asarray(self.sigma, flat.dtype)
-        eps = self.perturbations(eps_key, theta)
+        eps: Any = self.perturbations(eps_key, theta)  # None for the gradient-only estimators
         eps = None if eps is None else self._per_task(eps)
         if self.antithetic:
             flat_nb = jnp.stack([flat + eps, flat - eps], axis=1)
@@ -286,10 +286,10 @@ class GradientEstimator:
                 flat_nb)  # grads_b: [N, B, D]
         else:
             _, (values, new_ts, out, w) = objective(flat_nb)
-            grads_b = None
+            grads_b: Any = None
 
         metrics = {}
-        accum = state.accum
+        accum: Any = state.accum
         if self.kind in ("es", "full_es", "hybrid"):
             g_es = eps * ((values[:, 0] - values[:, 1]) / (2 * sigma ** 2))[:, None]
         if self.kind == "pes":
@@ -418,7 +418,8 @@ class MixtureEstimator:
         n = jnp.sum(ok)
         mean = jnp.where(n > 0, jnp.sum(jnp.where(ok[:, None], g, 0.0), 0) / jnp.maximum(n, 1), jnp.nan)
         common = set.intersection(*(set(m) for m in metrics))
-        out = {k: jnp.mean(jnp.stack([jnp.asarray(m[k], jnp.float32) for m in metrics])) for k in common}
+        out: dict[str, Any] = {k: jnp.mean(jnp.stack([jnp.asarray(m[k], jnp.float32) for m in metrics]))
+                               for k in common}
         out["num_nonfinite"] = sum(jnp.asarray(m["num_nonfinite"]) for m in metrics) + jnp.sum(~ok)
         out["num_nonfinite_loss"] = sum(jnp.asarray(m["num_nonfinite_loss"]) for m in metrics)  # a count: summed
         return unravel(mean), MixtureState(tuple(states)), out

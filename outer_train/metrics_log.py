@@ -134,7 +134,7 @@ def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]
     out: dict[str, list[tuple[int, float]]] = {}
     def first_walltime(path: Path) -> float:
         for data in _records(path):
-            ev = event_pb2.Event()
+            ev = event_pb2.Event()  # pyright: ignore[reportAttributeAccessIssue]  (generated protobuf module)
             ev.ParseFromString(data)
             return ev.wall_time
         return math.inf
@@ -143,7 +143,7 @@ def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]
     files = sorted(Path(logdir).rglob("events.out.tfevents.*"), key=lambda p: (first_walltime(p), p.name))
     for path in files:
         for data in _records(path):
-            ev = event_pb2.Event()
+            ev = event_pb2.Event()  # pyright: ignore[reportAttributeAccessIssue]  (generated protobuf module)
             ev.ParseFromString(data)
             if ev.HasField("session_log") and ev.session_log.status == ev.session_log.START and ev.step:
                 for tag in out:
@@ -189,6 +189,7 @@ class MetricsLogger:
                                            purge_step=None if resume_step is None else int(resume_step) + 1)
 
     def _truncate(self, step: int) -> None:
+        assert self.path is not None
         kept = []
         with open(self.path, encoding="utf-8") as f:
             for line in f:

@@ -171,11 +171,12 @@ def _train_locked(config: TrainConfig, resume: bool, lopt: Any, estimator: Any,
     if layout is not None:
         layout.barrier("outer_train.start")  # nobody reads a checkpoint another process is writing
     resumed_from = None
-    found = resume and checkpointing.has_state(out)
+    found = resume and out is not None and checkpointing.has_state(out)
     if layout is not None and resume and len(set(layout.flags(found))) > 1:
         raise ValueError(f"only some processes see a checkpoint in {out}: multi-process runs need the "
                          f"run directory on a filesystem shared by all hosts")
     if found:
+        assert out is not None
         state, _ = checkpointing.load_state(out, state, warn=checkpointing.warn_stderr if writer else None)
         state = state if layout is None else layout.put(state)
         resumed_from = int(state.step)
@@ -222,7 +223,7 @@ def _train_locked(config: TrainConfig, resume: bool, lopt: Any, estimator: Any,
             else:
                 total_inner += estimator.inner_steps
                 total_time += dt
-            record = {"step": step}
+            record: dict[str, Any] = {"step": step}
             for k, v in metrics.items():
                 record[k] = bool(v) if k == "applied" else float(v)
             record["num_dropped"] = int(state.num_dropped)

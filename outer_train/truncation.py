@@ -61,7 +61,7 @@ class ConstantSchedule:
     def max_length(self) -> int:
         return self.length
 
-    def sample(self, key: jax.Array, outer_step=0) -> jax.Array:
+    def sample(self, key: jax.Array, outer_step: jax.Array | int = 0) -> jax.Array:
         del key
         start = self.length if self.start_length is None else self.start_length
         upper = _ramp(start, self.length, self.ramp_steps, outer_step)
@@ -89,7 +89,7 @@ class LogUniformSchedule:
         if not isinstance(self.ramp_steps, int) or self.ramp_steps < 0:
             raise ValueError(f"ramp_steps must be an int >= 0, got {self.ramp_steps!r}")
 
-    def sample(self, key: jax.Array, outer_step=0) -> jax.Array:
+    def sample(self, key: jax.Array, outer_step: jax.Array | int = 0) -> jax.Array:
         start = self.max_length if self.start_length is None else self.start_length
         upper = _ramp(start, self.max_length, self.ramp_steps, outer_step)
         u = jax.random.uniform(key, (), jnp.float32)

@@ -39,7 +39,7 @@ outer steps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,9 @@ class InnerProblem:
     ``num_steps`` is the static horizon told to the learned optimizer (``opt_fn(θ, num_steps)``);
     it defaults to the schedule's ``max_length``.
     """
+
+    if TYPE_CHECKING:  # set in __post_init__ (not a dataclass field): the datasets of the family
+        _datasets: ClassVar[Any]
 
     family: Any
     lopt: Any
@@ -134,7 +137,7 @@ class InnerProblem:
         value = jnp.asarray(value, jnp.float32)
         return jnp.clip(jnp.where(jnp.isfinite(value), value, hi), lo, hi)
 
-    def fresh_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array, num_branches: int):
+    def fresh_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array | int, num_branches: int):
         """Sample one new task and its initial inner state for B branches (θ_b has axis B)."""
         k_cfg, k_init, k_len = jax.random.split(key, 3)
         cfg = self.family.sample(k_cfg)
@@ -148,7 +151,7 @@ class InnerProblem:
         return cfg, length, params_b, opt_state_b, mstate_b
 
     # ----------------------------------------------------------------------------- one task
-    def init_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array = 0,
+    def init_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array | int = 0,
                   random_offset: bool = True) -> TaskState:
         """Initial state of one task (no task axis; branch axis B from ``theta_b``)."""
         num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
@@ -159,7 +162,7 @@ class InnerProblem:
                          opt_state=opt_state, model_state=mstate,
                          init_loss=jnp.ones((num_branches,), jnp.float32))
 
-    def init_tasks(self, theta_nb: Any, key: jax.Array, outer_step: jax.Array = 0,
+    def init_tasks(self, theta_nb: Any, key: jax.Array, outer_step: jax.Array | int = 0,
                    random_offset: bool = True) -> TaskState:
         """Initial states of N tasks: ``theta_nb`` has leading axes ``[N, B]``."""
         n = jax.tree_util.tree_leaves(theta_nb)[0].shape[0]
@@ -205,7 +208,7 @@ class InnerProblem:
         return advanced, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss)
 
     def reset_where(self, theta_b: Any, ts: TaskState, reset: jax.Array, key: jax.Array,
-                    outer_step: jax.Array) -> TaskState:
+                    outer_step: jax.Array | int) -> TaskState:
         """``ts`` with a freshly sampled task (new cfg, w_0, optimizer state, length) if ``reset``."""
         num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
         k_reset = jax.random.split(key, 5)[4]
@@ -215,7 +218,7 @@ class InnerProblem:
                           init_loss=jnp.ones((num_branches,), jnp.float32))
         return _where(reset, fresh, ts)
 
-    def step(self, theta_b: Any, ts: TaskState, key: jax.Array, outer_step: jax.Array):
+    def step(self, theta_b: Any, ts: TaskState, key: jax.Array, outer_step: jax.Array | int):
         """One inner step of one task for its B branches -> ``(new_state, StepOutput)``."""
         advanced, out = self.advance(theta_b, ts, key)
         new_state = jax.lax.cond(out.reset, lambda s: self.reset_where(theta_b, s, out.reset, key, outer_step),
@@ -223,7 +226,7 @@ class InnerProblem:
         return new_state, out
 
     def unroll_task(self, theta_b: Any, ts: TaskState, key: jax.Array, num_steps: int,
-                    outer_step: jax.Array = 0, checkpoint: bool = False):
+                    outer_step: jax.Array | int = 0, checkpoint: bool = False):
         """``lax.scan`` of ``num_steps`` inner steps of one task -> ``(state, StepOutput[K])``."""
         keys = jax.random.split(key, num_steps)
 
@@ -240,7 +243,7 @@ class InnerProblem:
         return jax.vmap(lambda k: jax.random.split(k, num_steps))(jax.random.split(key, num_tasks))
 
     def unroll(self, theta_nb: Any, ts: TaskState, key: jax.Array, num_steps: int,
-               outer_step: jax.Array = 0, checkpoint: bool = False):
+               outer_step: jax.Array | int = 0, checkpoint: bool = False):
         """Vectorized truncated step: all N tasks (``theta_nb`` is ``[N, B, ...]``).
 
         ``lax.scan`` over steps of the task-vmapped step; the (comparatively expensive) reset
@@ -251,7 +254,7 @@ class InnerProblem:
         keys = self.task_keys(key, ts.step.shape[0], num_steps)
         return self.unroll_keys(theta_nb, ts, keys, outer_step, checkpoint)
 
-    def unroll_keys(self, theta_nb: Any, ts: TaskState, keys: jax.Array, outer_step: jax.Array = 0,
+    def unroll_keys(self, theta_nb: Any, ts: TaskState, keys: jax.Array, outer_step: jax.Array | int = 0,
                     checkpoint: bool = False):
         """:meth:`unroll` given its ``[N, K]`` keys (:meth:`task_keys`).
 

@@ -57,7 +57,7 @@ _LAZY = {
     "task_names": "registry",
 }
 
-__all__ = ["Batch", "Datasets", "Params", "Split", "Task", "TaskFamily", "FixedTaskFamily"] + sorted(_LAZY)
+__all__ = ["Batch", "Datasets", "Params", "Split", "Task", "TaskFamily", "FixedTaskFamily"] + sorted(_LAZY)  # pyright: ignore[reportUnsupportedDunderAll]
 
 
 def __getattr__(name: str) -> Any:

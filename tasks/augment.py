@@ -110,7 +110,8 @@ class ReparamTask(ReparamMember):
         super().__init__(task, scales, name or f"{task.name}_reparam_{self.mode}")
 
     def config(self) -> dict:
-        base_cfg = self.base.config() if hasattr(self.base, "config") else {}
+        config_fn = getattr(self.base, "config", None)
+        base_cfg = config_fn() if config_fn is not None else {}
         return {"base": {"class": type(self.base).__name__, "config": base_cfg},
                 "mode": self.mode, "min_scale": self.min_scale, "max_scale": self.max_scale,
                 "seed": self.seed}
@@ -143,7 +144,8 @@ class ReparamFamily(TaskFamily):
         return ReparamMember(self.family.task_fn(cfg["base"]), cfg["scales"], name=self.name)
 
     def config(self) -> dict:
-        base_cfg = self.family.config() if hasattr(self.family, "config") else {}
+        config_fn = getattr(self.family, "config", None)
+        base_cfg = config_fn() if config_fn is not None else {}
         return _jsonable({"base": {"class": type(self.family).__name__, "config": base_cfg},
                           "mode": self.mode, "min_scale": self.min_scale,
                           "max_scale": self.max_scale})

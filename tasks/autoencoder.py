@@ -50,6 +50,7 @@ class _ImageTaskMixin(ConfiguredTask):
         self.input_dim = int(math.prod(shape))
 
     def _example(self) -> jax.Array:
+        assert self.datasets is not None
         return flatten_images(jnp.asarray(self.datasets.train.arrays["image"][:1], jnp.float32))
 
 
@@ -99,7 +100,7 @@ class MLPAutoencoderTask(_ImageTaskMixin):
     def reconstruct_logits(self, params: dict, batch: dict) -> jax.Array:
         x = flatten_images(jnp.asarray(batch["image"]))
         code = self.encoder.apply({"params": params["encoder"]}, x)
-        return self.decoder.apply({"params": params["decoder"]}, code)
+        return self.decoder.apply({"params": params["decoder"]}, code)  # pyright: ignore[reportReturnType]  (flax's apply: the output, no mutable collections asked)
 
     def loss(self, params: dict, key: jax.Array, batch: dict) -> jax.Array:
         x = flatten_images(jnp.asarray(batch["image"]))
@@ -151,12 +152,12 @@ class MLPVAETask(_ImageTaskMixin):
         """``(mu, sigma)`` of ``q(z|x)``, each ``[B, latent_dim]``."""
         x = flatten_images(jnp.asarray(batch["image"]))
         h = self.encoder.apply({"params": params["encoder"]}, x)
-        mu, raw = jnp.split(h, 2, axis=-1)
+        mu, raw = jnp.split(h, 2, axis=-1)  # pyright: ignore[reportArgumentType]  (flax's apply: an array)
         return mu, jax.nn.softplus(raw) + 1e-4
 
     def decode(self, params: dict, z: jax.Array) -> jax.Array:
         """Decoder outputs (Bernoulli logits or Gaussian means), ``[B, D]``."""
-        return self.decoder.apply({"params": params["decoder"]}, z)
+        return self.decoder.apply({"params": params["decoder"]}, z)  # pyright: ignore[reportReturnType]  (flax's apply: the output, no mutable collections asked)
 
     def loss(self, params: dict, key: jax.Array, batch: dict) -> jax.Array:
         x = flatten_images(jnp.asarray(batch["image"]))

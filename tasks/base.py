@@ -46,6 +46,8 @@ class Task:
 
     name: str = "task"
     datasets: Optional[Datasets] = None
+    #: set by tasksets.build_task on the tasks it builds (the cfg they came from)
+    tasksets_cfg: dict
 
     def init(self, key: jax.Array) -> Params:
         raise NotImplementedError  # abstract
@@ -169,6 +171,14 @@ class Split:
 
 class Datasets:
     """The four splits of a task's data."""
+
+    # set by the loaders (tasks.datasets.loader) for image / text data
+    num_classes: int
+    input_shape: tuple
+    mean: Any
+    std: Any
+    vocab_size: int
+    seq_len: int
 
     def __init__(self, train: Split, inner_valid: Split, outer_valid: Split, test: Split,
                  name: str = "dataset"):

@@ -9,7 +9,7 @@ every hidden state to next-character logits::
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +89,7 @@ class CharRNNTask(ConfiguredTask):
             vocab = 1 + max(int(getattr(datasets, s).arrays["tokens"].max())
                             for s in ("train", "inner_valid", "outer_valid", "test"))
         self.vocab_size = int(vocab)
-        self._spec = dict(vocab_size=self.vocab_size, embed_dim=embed_dim,
+        self._spec: dict[str, Any] = dict(vocab_size=self.vocab_size, embed_dim=embed_dim,
                           hidden_size=hidden_size, cell=self.cell, activation=activation)
 
     def model(self, dtype=jnp.float32) -> CharRNN:
@@ -97,13 +97,14 @@ class CharRNNTask(ConfiguredTask):
         return CharRNN(param_dtype=dtype, **self._spec)
 
     def init(self, key: jax.Array) -> dict:
+        assert self.datasets is not None
         tokens = jnp.asarray(self.datasets.train.arrays["tokens"][:1, :-1])
         dtype = default_float()
         return plain_dict(self.model(dtype).init(key, tokens)["params"], dtype)
 
     def logits(self, params: dict, batch: dict) -> jax.Array:
         tokens = jnp.asarray(batch["tokens"])
-        return self.model(params_dtype(params)).apply({"params": params}, tokens[:, :-1])
+        return self.model(params_dtype(params)).apply({"params": params}, tokens[:, :-1])  # pyright: ignore[reportReturnType]  (flax's apply: the output, no mutable collections asked)
 
     def loss(self, params: dict, key: jax.Array, batch: dict) -> jax.Array:
         tokens = jnp.asarray(batch["tokens"])

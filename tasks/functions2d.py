@@ -154,7 +154,7 @@ class Function2DTask(ConfiguredTask):
             xy = xy + self.init_noise * jax.random.normal(key, (2,), xy.dtype)
         return {"xy": xy}
 
-    def loss(self, params: dict, key: jax.Array = None, batch: Any = None) -> jax.Array:
+    def loss(self, params: dict, key: jax.Array | None = None, batch: Any = None) -> jax.Array:
         xy = params["xy"]
         return self._fn(xy[0], xy[1])
 
@@ -165,8 +165,8 @@ class Function2DTask(ConfiguredTask):
 
     def grid(self, num: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(X, Y, Z)`` meshgrid of the plotting window for ``contour(X, Y, Z)``."""
-        xs = np.linspace(*self.x_range, num)
-        ys = np.linspace(*self.y_range, num)
+        xs = np.linspace(self.x_range[0], self.x_range[1], num)
+        ys = np.linspace(self.y_range[0], self.y_range[1], num)
         X, Y = np.meshgrid(xs, ys)
         Z = np.asarray(jax.jit(self._fn)(X, Y))
         return X, Y, Z

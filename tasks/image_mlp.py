@@ -66,6 +66,7 @@ class ClassifierTask(ConfiguredTask):
         return images
 
     def _example_input(self) -> jax.Array:
+        assert self.datasets is not None
         images = self.datasets.train.arrays["image"][:1]
         return self.preprocess(jnp.asarray(images, jnp.float32))
 
@@ -81,8 +82,8 @@ class ClassifierTask(ConfiguredTask):
         """Network outputs; dropout is active only when a ``key`` is given."""
         x = self.preprocess(jnp.asarray(batch["image"]))
         if key is None:
-            return self.model.apply({"params": params}, x, train=False)
-        return self.model.apply({"params": params}, x, train=True, rngs={"dropout": key})
+            return self.model.apply({"params": params}, x, train=False)  # pyright: ignore[reportReturnType]  (flax's apply: the output, no mutable collections asked)
+        return self.model.apply({"params": params}, x, train=True, rngs={"dropout": key})  # pyright: ignore[reportReturnType]  (flax's apply: the output, no mutable collections asked)
 
     def loss(self, params: dict, key: jax.Array, batch: dict) -> jax.Array:
         value = softmax_cross_entropy(self.logits(params, batch, key), batch["label"])

@@ -159,11 +159,11 @@ def initializer_switch(index: Array, names: Optional[Sequence[str]] = None) -> C
             return stds[i] * draws[which[i]]
         return init
 
-    def init(key, shape, dtype=jnp.float32):
+    def switched(key, shape, dtype=jnp.float32):
         branches = [lambda k, f=INITIALIZERS[n]: f(k, shape, dtype) for n in names]
         return jax.lax.switch(index, branches, key)
 
-    return init
+    return switched
 
 
 def scaled_initializer(init: Callable[..., Array], scale: Any) -> Callable[..., Array]:

@@ -110,6 +110,7 @@ class LeastSquaresTask(ConfiguredTask):
 
     def optimum(self) -> tuple[dict, float]:
         """Exact minimizer and minimum over the train split (float64 normal equations)."""
+        assert self.datasets is not None
         data = self.datasets.train.full()
         x = np.asarray(data["x"], np.float64).reshape(len(data["x"]), -1)
         y = np.asarray(data["y"], np.float64)

@@ -53,7 +53,7 @@ class BowlTask(ConfiguredTask):
     def init(self, key: jax.Array) -> dict:
         return {"x": self.init_scale * jax.random.normal(key, (2,), default_float())}
 
-    def loss(self, params: dict, key: jax.Array = None, batch: Any = None) -> jax.Array:
+    def loss(self, params: dict, key: jax.Array | None = None, batch: Any = None) -> jax.Array:
         x = params["x"]
         return 0.5 * x @ (jnp.asarray(self.hessian, x.dtype) @ x)
 
@@ -70,7 +70,7 @@ class RosenbrockNDTask(ConfiguredTask):
     def init(self, key: jax.Array) -> dict:
         return {"x": jax.random.uniform(key, (self.dim,), default_float(), -2.0, 2.0)}
 
-    def loss(self, params: dict, key: jax.Array = None, batch: Any = None) -> jax.Array:
+    def loss(self, params: dict, key: jax.Array | None = None, batch: Any = None) -> jax.Array:
         x = params["x"]
         return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
@@ -102,7 +102,7 @@ class SparseSoftmaxRegressionTask(ConfiguredTask):
         return {"w": 0.01 * jax.random.normal(key, (self.num_features, self.num_classes), dt),
                 "b": jnp.zeros((self.num_classes,), dt)}
 
-    def loss(self, params: dict, key: jax.Array = None, batch: Any = None) -> jax.Array:
+    def loss(self, params: dict, key: jax.Array | None = None, batch: Any = None) -> jax.Array:
         x = jnp.asarray(self.features, params_dtype(params))
         return softmax_cross_entropy(x @ params["w"] + params["b"], jnp.asarray(self.labels))
 
@@ -127,7 +127,7 @@ class NormTask(ConfiguredTask):
     def init(self, key: jax.Array) -> dict:
         return {"x": jax.random.normal(key, (self.dim,), default_float())}
 
-    def loss(self, params: dict, key: jax.Array = None, batch: Any = None) -> jax.Array:
+    def loss(self, params: dict, key: jax.Array | None = None, batch: Any = None) -> jax.Array:
         x = params["x"]
         r = jnp.asarray(self.A, x.dtype) @ x - jnp.asarray(self.b, x.dtype)
         return jnp.mean(jnp.abs(r) ** self.power)
@@ -150,7 +150,8 @@ class _Wrapper(Task):
         return self.base.full_batch
 
     def config(self) -> dict:
-        base_cfg = self.base.config() if hasattr(self.base, "config") else {}
+        config_fn = getattr(self.base, "config", None)
+        base_cfg = config_fn() if config_fn is not None else {}
         return {"base": {"class": type(self.base).__name__, "config": base_cfg}, **self._extra}
 
 

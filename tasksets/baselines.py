@@ -63,10 +63,11 @@ def _adam_sweep(task: Task, *, num_steps: int, learning_rates: Sequence[float],
     (:func:`learned_opt.inner_loop.optax_scan`), ``vmap``-ed over the rates and called per seed;
     evaluation-loss curves ``[n_lr, n_seed, num_records]`` (index 0 = at initialization)."""
     every = max(1, math.ceil(num_steps / max(1, num_eval_points)))
-    has_data = task.datasets is not None
-    arrays = {k: np.asarray(v) for k, v in task.datasets.train.arrays.items()} if has_data else None
-    batch_size = task.datasets.train.batch_size if has_data else 0
-    n = next(iter(arrays.values())).shape[0] if has_data else 0
+    train = task.datasets.train if task.datasets is not None else None
+    has_data = train is not None
+    arrays = {k: np.asarray(v) for k, v in train.arrays.items()} if train is not None else None
+    batch_size = train.batch_size if train is not None else 0
+    n = next(iter(arrays.values())).shape[0] if arrays is not None else 0
     eval_loss = _eval_fn(task, eval_batch)
 
     def run_one(lr, seed, arrays):

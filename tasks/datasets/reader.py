@@ -14,7 +14,7 @@ import os
 import re
 import struct
 import zlib
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from tensorflow_datasets.core import decode as tfds_decode
@@ -98,14 +98,18 @@ def _fast_tensor_specs(features) -> Optional[dict]:
     specs = {}
     for key in features.keys():
         f = features[key]
-        if not isinstance(f, Tensor) or f.shape is None or any(d is None for d in f.shape):
+        if not isinstance(f, Tensor):
             return None
-        dtype = np.dtype(f.np_dtype)
+        shape: Any = f.shape  # tfds' annotations of Tensor.shape / np_dtype are looser than the values
+        np_dtype: Any = f.np_dtype
+        if shape is None or any(d is None for d in shape):
+            return None
+        dtype = np.dtype(np_dtype)
         encoding = getattr(f, "_encoding", None)
         if dtype.kind not in "biuf" or dtype == np.uint64 or encoding not in (
                 Encoding.NONE, Encoding.BYTES, Encoding.ZLIB):
             return None
-        specs[key] = (tuple(f.shape), dtype, encoding)
+        specs[key] = (tuple(shape), dtype, encoding)
     return specs
 
 
@@ -121,7 +125,7 @@ def _decode_records(records: list, features, split: str) -> dict:
     specs = _fast_tensor_specs(features)
     if specs is None:
         return _stack([features.deserialize_example_np(r) for r in records], split)
-    maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]
+    maps = [tf_example_pb2.Example.FromString(r).features.feature for r in records]  # pyright: ignore[reportAttributeAccessIssue]  (generated protobuf module)
     n = len(maps)
     out = {}
     for key, (shape, dtype, encoding) in specs.items():
@@ -160,7 +164,7 @@ def read_tfds_directory(path: str) -> tuple:
     for split in info.splits:
         if fmt == "array_record":
             source = builder.as_data_source(
-                split=split, deserialize_method=tfds_decode.DeserializeMethod.RAW_BYTES)
+                split=split, deserialize_method=tfds_decode.DeserializeMethod.RAW_BYTES)  # pyright: ignore[reportCallIssue]  (tfds forwards **kwargs)
             records = list(source.__getitems__(range(len(source))))
         elif fmt == "tfrecord":
             records = [rec for fp in info.splits[split].filepaths

@@ -21,7 +21,7 @@ import os
 import random
 import struct
 from importlib import resources as _resources
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -185,7 +185,7 @@ def read_mnist1d(seed: int = 42, num_samples: int = 5000) -> RawDataset:
     os.environ.setdefault("MPLBACKEND", "Agg")  # mnist1d.utils imports matplotlib.pyplot
     from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()
+    args: Any = get_dataset_args()  # an attribute namespace
     args.seed, args.num_samples = int(seed), int(num_samples)
     with _preserve_global_rngs():
         data = make_dataset(args)
