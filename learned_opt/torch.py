@@ -33,7 +33,7 @@ import os
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch  # pyright: ignore[reportMissingImports]  (the optional torch extra; CI type-checks before installing it)
+import torch
 
 __all__ = ["Minimizer", "LearnedOpt"]
 
