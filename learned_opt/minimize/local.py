@@ -8,7 +8,7 @@ import numpy as np
 import scipy.optimize as sopt
 
 from learned_opt.minimize import _scipy_compat
-from learned_opt.minimize.methods import METHODS
+from learned_opt.minimize.methods import METHODS, MethodInfo
 from learned_opt.minimize.objective import _MaxIter, _NonFinite, _Objective, _Stop
 from learned_opt.minimize.options import _call_user_callback, _callback_form, _check_options
 from learned_opt.minimize.result import (
@@ -22,28 +22,14 @@ from learned_opt.minimize.result import (
 )
 
 
-def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, tol, callback,
-                    options: dict) -> OptimizeResult:
-    """``meth``: the lower-case name, or ``"_custom"`` for a callable ``method`` (handed to scipy)."""
-    spec, jac, hess, hessp = obj.spec, obj.problem.jac, obj.problem.hess, obj.problem.hessp
-    mi = METHODS.get(meth)  # None for a custom method: scipy decides what it uses
-    if mi is not None:
-        _check_options(options, _scipy_compat.valid_options(meth), f"method {method!r}")
-    # scipy's TNC has no iteration limit (only maxfun): options["maxiter"] is enforced here by
-    # ending the run after that many iterations, counted by TNC's per-iteration callback
-    tnc_maxiter = None
-    if meth == "tnc" and "maxiter" in options:
-        options = dict(options)
-        tnc_maxiter = int(options.pop("maxiter"))
-    # scipy deprecates L-BFGS-B's own `disp`: the summary line is printed here instead
-    disp_after = False
-    if meth == "l-bfgs-b" and "disp" in options:
-        options = dict(options)
-        disp_after = bool(options.pop("disp"))
+def _derivatives(obj: _Objective, mi: MethodInfo | None, meth: str, method: Any):
+    """What scipy gets for ``fun``, ``jac``, ``hess`` and ``hessp``, from the method's table entry
+    and what the user passed (warnings, as scipy's, for derivatives a method does not use)."""
+    jac, hess, hessp = obj.problem.jac, obj.problem.hess, obj.problem.hessp
     if mi is not None and not mi.uses_gradient:
         if jac is not None and jac is not False:
             warnings.warn(f"Method {method} does not use gradient information (jac).", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=4)
         f_arg, jac_arg = obj.value, None
     elif isinstance(jac, str):
         f_arg, jac_arg = obj.value, jac
@@ -55,10 +41,10 @@ def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, 
     hess_arg = hessp_arg = None
     if mi is not None and mi.hessian == "none":
         if hess is not None:
-            warnings.warn(f"Method {method} does not use Hessian information (hess).", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"Method {method} does not use Hessian information (hess).", RuntimeWarning, stacklevel=4)
         if hessp is not None:
             warnings.warn(f"Method {method} does not use Hessian-vector product information (hessp).",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
     else:
         if isinstance(hess, str) or isinstance(hess, sopt.HessianUpdateStrategy):
             hess_arg = hess
@@ -76,6 +62,29 @@ def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, 
                              "or use jac=None so they come from JAX autodiff")
         if meth == "newton-cg" and hessp is not None and hess is not None:
             hess_arg = None
+
+    return f_arg, jac_arg, hess_arg, hessp_arg
+
+
+def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, tol, callback,
+                    options: dict) -> OptimizeResult:
+    """``meth``: the lower-case name, or ``"_custom"`` for a callable ``method`` (handed to scipy)."""
+    spec, jac = obj.spec, obj.problem.jac
+    mi = METHODS.get(meth)  # None for a custom method: scipy decides what it uses
+    if mi is not None:
+        _check_options(options, _scipy_compat.valid_options(meth), f"method {method!r}")
+    # scipy's TNC has no iteration limit (only maxfun): options["maxiter"] is enforced here by
+    # ending the run after that many iterations, counted by TNC's per-iteration callback
+    tnc_maxiter = None
+    if meth == "tnc" and "maxiter" in options:
+        options = dict(options)
+        tnc_maxiter = int(options.pop("maxiter"))
+    # scipy deprecates L-BFGS-B's own `disp`: the summary line is printed here instead
+    disp_after = False
+    if meth == "l-bfgs-b" and "disp" in options:
+        options = dict(options)
+        disp_after = bool(options.pop("disp"))
+    f_arg, jac_arg, hess_arg, hessp_arg = _derivatives(obj, mi, meth, method)
 
     scipy_bounds = None
     if obj.lb is not None:  # start inside the box (the objective is only evaluated there anyway)
