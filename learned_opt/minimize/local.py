@@ -69,7 +69,7 @@ def _derivatives(obj: _Objective, mi: MethodInfo | None, meth: str, method: Any)
 def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, tol, callback,
                     options: dict) -> OptimizeResult:
     """``meth``: the lower-case name, or ``"_custom"`` for a callable ``method`` (handed to scipy)."""
-    spec, jac = obj.spec, obj.problem.jac
+    spec = obj.spec
     mi = METHODS.get(meth)  # None for a custom method: scipy decides what it uses
     if mi is not None:
         _check_options(options, _scipy_compat.valid_options(meth), f"method {method!r}")
@@ -141,6 +141,12 @@ def _minimize_scipy(obj: _Objective, x0vec: np.ndarray, meth: str, method: Any, 
     except _NonFinite as err:
         return _nonfinite_result(obj, spec, x0vec, err.message, nit=counter[0])
 
+    return _scipy_result(obj, r, mi, method, disp_after)
+
+
+def _scipy_result(obj: _Objective, r: Any, mi: MethodInfo | None, method: Any, disp_after: bool) -> OptimizeResult:
+    """The result of a completed scipy run: x and a fresh gradient as trees, scipy's fields kept."""
+    spec, jac = obj.spec, obj.problem.jac
     xvec = obj._clip(np.asarray(r.x, dtype=np.float64))
     gvec = None
     if (mi is None or mi.uses_gradient) and not isinstance(jac, str) and jac is not False:

@@ -19,7 +19,7 @@ from learned_opt.minimize.objective import _host_scalar
 from learned_opt.minimize.options import _call_user_callback, _callback_form, _check_options
 from learned_opt.minimize.problem import Problem, split_value_grad
 from learned_opt.minimize.result import STATUS_CALLBACK, STATUS_NONFINITE, OptimizeResult
-from learned_opt.pytree_vector import host_array, keystr
+from learned_opt.pytree_vector import PackSpec, host_array, keystr
 
 
 def _optax_update(opt, extra, params, grads, state, value, lb, ub):
@@ -49,6 +49,17 @@ def _jit_optax_step(fun, spec, argspec, opt, extra, params, state, dyn, lb, ub):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _jit_optax_update(opt, extra, params, grads, state, value, lb, ub):
     return _optax_update(opt, extra, params, grads, state, value, lb, ub)
+
+
+def _nonfinite_message(spec: PackSpec, v: float, g: list, k: int) -> str:
+    """What was not finite at step ``k``: the value, or the gradient at which key paths."""
+    if not np.isfinite(v):
+        return f"objective value is {v} at step {k}"
+    gflat = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in g])
+    bad = [f"{keystr(p)} ({int(np.count_nonzero(~np.isfinite(gflat[o:o + s])))} of {s} entries)"
+           for p, o, s in zip(spec.paths, spec.offsets, spec.sizes)
+           if not np.isfinite(gflat[o:o + s]).all()]
+    return f"gradient is not finite at {', '.join(bad)} at step {k}"
 
 
 def _minimize_optax(problem: Problem, x0: Any, opt: Any, tol, callback, options: dict) -> OptimizeResult:
@@ -111,14 +122,7 @@ def _minimize_optax(problem: Problem, x0: Any, opt: Any, tol, callback, options:
             losses.append(v)
             times.append(time.perf_counter() - t0)
             if not ok:
-                gflat = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in g])
-                if not np.isfinite(v):
-                    msg = f"objective value is {v} at step {k}"
-                else:
-                    bad = [f"{keystr(p)} ({int(np.count_nonzero(~np.isfinite(gflat[o:o + s])))} of {s} entries)"
-                           for p, o, s in zip(spec.paths, spec.offsets, spec.sizes)
-                           if not np.isfinite(gflat[o:o + s]).all()]
-                    msg = f"gradient is not finite at {', '.join(bad)} at step {k}"
+                msg = _nonfinite_message(spec, v, g, k)
                 if nan_policy == "raise":
                     raise FloatingPointError(msg)
                 if nan_policy == "stop":
