@@ -18,6 +18,7 @@ CONFIGS = {
     "mlp": {"hidden_sizes": [8], "momentum_decays": [0.5, 0.99]},
     "factored_mlp": {"hidden_sizes": [4, 4]},
     "hierarchical": {"rnn_size": 4, "hidden_sizes": [8]},
+    "scheduled_adam": {"tensor_hidden": [8], "row_hidden": [4], "learning_rate": 0.01},
     "sgd": {"learning_rate": 0.3},
     "momentum": {"learning_rate": 0.01, "momentum": 0.5},
     "adam": {"learning_rate": 0.02, "b1": 0.8},

@@ -37,6 +37,7 @@ def test_reparam_config_is_validated():
         _cfg(reparam="global", reparam_range=[10.0, 1.0])
 
 
+@pytest.mark.slow
 def test_meta_training_with_reparam_runs_finite(tmp_path):
     from outer_train import train
 

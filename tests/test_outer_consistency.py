@@ -45,7 +45,8 @@ def _close(a, b, rtol, what):
     assert err <= rtol * scale, f"{what}: differs by {err:.3g} (scale {scale:.3g})"
 
 
-@pytest.mark.parametrize("kind,opt,eager", [("tbptt", "hierarchical", True), ("es", "hierarchical", False),
+@pytest.mark.parametrize("kind,opt,eager", [pytest.param("tbptt", "hierarchical", True, marks=pytest.mark.slow),
+                                            ("es", "hierarchical", False),
                                             ("tbptt", "mlp", False)])
 def test_one_task_alone_equals_its_row_in_the_batch(kind, opt, eager):
     """``eager``: the single-task reference runs with ``jax.disable_jit()`` (scan as a Python loop),
