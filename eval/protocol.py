@@ -12,7 +12,9 @@ For every task and seed:
   objective (a fixed subset of the ``train`` split), both with train-time noise off
   (:meth:`tasks.Task.eval_loss`).
 * **Normalization** (TaskSet): per task and objective, ``n(L) = clip((L - L_best) / (L_init -
-  L_best), -2, 2)``, NaN/inf -> 2 (and the run is counted as diverged); ``L_init`` is the mean
+  L_best), -2, 2)``, NaN/inf -> 2; a run whose losses turn non-finite or whose final normalized
+  test loss reaches the clip (2: it ended at least one improvement range above where it started)
+  is counted as diverged; ``L_init`` is the mean
   initial loss over the reported seeds, ``L_best`` the lowest seed-mean loss any baseline reached
   at any recorded point of any grid setting (and L-BFGS-B's best, on tasks with an exact objective).
 * **Comparison** of a method M with a tuned baseline B on the test objective, on the running

@@ -140,7 +140,8 @@ def score_run(r: MethodRun, norm: dict) -> RunScore:
         ntr = metrics.normalize_loss(c.train, norm["train"].init, norm["train"].best)
         seeds.append(SeedScore(seed=c.seed, final_train=float(c.train[-1]), final_test=float(c.test[-1]),
                                norm_final_train=float(ntr[-1]), norm_final_test=float(nt[-1]),
-                               norm_area=metrics.mean_over_curve(c.x, nt), diverged=c.diverged))
+                               norm_area=metrics.mean_over_curve(c.x, nt),
+                               diverged=c.diverged or float(nt[-1]) >= metrics.NORM_CLIP))
     mx, mt = median_curve(r.selected) if r.selected else (np.zeros(0), np.zeros(0))
     return RunScore(method=r.name, kind=r.kind, hparams=r.hparams, selected_on=r.selected_on,
                     selection_scores=list(r.selection_scores), seeds=seeds, median_x=mx, median_test=mt,
