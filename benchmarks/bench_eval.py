@@ -29,7 +29,7 @@ from machine import Window  # noqa: E402
 
 
 def full_evaluation(pretrained: str, seeds: int, suite_size: int | None, cache: bool,
-                    out_dir: str | None = None) -> dict:
+                    out_dir: str | None = None, suites: tuple = ("indist", "ood")) -> dict:
     from eval import baseline_cache
     from eval.compare import evaluate
     from eval.methods import from_pretrained
@@ -37,7 +37,7 @@ def full_evaluation(pretrained: str, seeds: int, suite_size: int | None, cache: 
     before = len(list(baseline_cache.cache_dir().glob("*.json"))) if cache else 0
     t0, c0 = time.perf_counter(), time.process_time()
     with Window() as w:
-        res = evaluate([from_pretrained(pretrained)], None, ("indist", "ood"), out_dir, seeds=seeds,
+        res = evaluate([from_pretrained(pretrained)], None, suites, out_dir, seeds=seeds,
                        suite_size=suite_size, verbose=True, cache=cache)
     res.pop("outputs", None)
     after = len(list(baseline_cache.cache_dir().glob("*.json"))) if cache else 0
@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-ratio", action="store_true", help="also time one family vs 30 programs")
     p.add_argument("--no-cache", action="store_true", help="recompute the baselines (cold measurement)")
     p.add_argument("--eval-out", default=None, help="also write the evaluation report/results here")
+    p.add_argument("--suites", default="indist,ood", help="comma-separated suites (default indist,ood)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_eval.json"))
     args = p.parse_args(argv)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
               "platform": platform.platform(), "pretrained": args.pretrained, "seeds": args.seeds,
               "suite_size": args.suite_size,
               "full": full_evaluation(args.pretrained, args.seeds, args.suite_size, not args.no_cache,
-                                      args.eval_out)}
+                                      args.eval_out, tuple(s for s in args.suites.split(",") if s))}
     if args.sweep_ratio:
         result["sweep_ratio"] = sweep_ratio(args.repeats)
     full = result["full"]

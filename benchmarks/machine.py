@@ -24,7 +24,7 @@ def _cpu_counters() -> Optional[list[int]]:
 class Window:
     """A timed window's machine state (see the module docstring)."""
 
-    def __init__(self, max_load: float = 0.5, max_steal: float = 0.05):
+    def __init__(self, max_load: float = 1.0, max_steal: float = 0.05):
         self.max_load, self.max_steal = max_load, max_steal
         self.load_start = self.load_end = None
         self._c0 = self._c1 = None
