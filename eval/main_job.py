@@ -243,9 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = combine(results)
     q = quality(doc, method)
     config = cfg.to_dict()
-    eval_md = render_markdown(results, {s: {k: os.path.join("eval", os.path.basename(p)) for k, p in f.items()}
-                                        for s, f in outputs["figures"].items()})
-    eval_md = eval_md.replace("](", "](eval/").replace("](eval/eval/", "](eval/")
+    eval_md = render_markdown(results, outputs["figures"], rel="eval/")
     report = render_report(config, training, q, eval_md.split("\n", 1)[1])
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
         f.write(report)

@@ -189,7 +189,8 @@ def suite_markdown(results: dict, figures: dict, rel: str = "") -> list[str]:
     return out
 
 
-def render_markdown(results_by_suite: dict[str, dict], figures: dict[str, dict]) -> str:
+def render_markdown(results_by_suite: dict[str, dict], figures: dict[str, dict], rel: str = "") -> str:
+    """The report; figure links are ``rel`` + the figure's file name."""
     first = next(iter(results_by_suite.values()))
     out = ["# Evaluation", "", "**Evaluated:**"]
     for m in first["methods"]:
@@ -199,7 +200,7 @@ def render_markdown(results_by_suite: dict[str, dict], figures: dict[str, dict])
         out.append(f"- `{b['name']}` — {b.get('description', '')}")
     out += ["", rules_text(first["protocol"]), ""]
     for s, r in results_by_suite.items():
-        out += suite_markdown(r, figures.get(s, {}))
+        out += suite_markdown(r, figures.get(s, {}), rel)
     return "\n".join(out)
 
 
