@@ -20,10 +20,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import optax
 
-# scipy.optimize.minimize methods that use gradients (the ones worth a gradient-evaluation budget)
-GRADIENT_SCIPY_METHODS = ("L-BFGS-B", "CG", "BFGS", "Newton-CG", "TNC", "SLSQP", "trust-ncg",
-                          "trust-krylov", "trust-exact", "trust-constr", "dogleg")
-_HESSIAN_METHODS = ("Newton-CG", "trust-ncg", "trust-krylov", "trust-exact", "trust-constr", "dogleg")
+from learned_opt.minimize import METHODS, SCIPY_METHODS
+
+# scipy.optimize.minimize methods that use gradients (the ones worth a gradient-evaluation budget),
+# read from learned_opt.minimize's method table
+GRADIENT_SCIPY_METHODS = tuple(n for n in SCIPY_METHODS if METHODS[n.lower()].uses_gradient)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,8 @@ class ScipyMethod:
 
     @property
     def uses_hessp(self) -> bool:
-        return self.method in _HESSIAN_METHODS
+        """The method uses second derivatives (the runner hands it the task's ``H·p``)."""
+        return METHODS[self.method.lower()].hessian != "none"
 
     def applies_to(self, full_batch: bool, num_params: int) -> bool:
         if self.full_batch_only and not full_batch:
@@ -217,9 +219,8 @@ def as_method(obj: Any) -> Method:
                 return baselines.adam_fixed(float(low.split("@" if "@" in low else "-", 1)[1]), name=obj)
             except ValueError:
                 pass
-        for m in GRADIENT_SCIPY_METHODS:
-            if low == m.lower():
-                return baselines.scipy_baseline(m)
+        if low in METHODS and METHODS[low].name in GRADIENT_SCIPY_METHODS:
+            return baselines.scipy_baseline(METHODS[low].name)
         if low.startswith("untrained:"):
             return untrained_learned(obj.split(":", 1)[1])
         if os.path.exists(obj):
