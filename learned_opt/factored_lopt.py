@@ -14,9 +14,9 @@ Accumulators (all decays are meta-parameters, ``β = sigmoid(θ_logit)``):
 Per-parameter features, each divided by its root-mean-square over the parameter's tensor:
 ``g, w, m_k, g/sqrt(v̂_j), m_k/sqrt(v̂_k), 1/sqrt(v̂_j)`` (``v̂`` floored at 1e-24), plus the step's time features
 (:func:`learned_opt.features.time_features`). A tiny tanh MLP (tanh rather than ReLU: with
-so few hidden units ReLUs are often all inactive, which zeroes the update and its θ-gradient) (default hidden widths 8 and 4)
-outputs a direction ``d`` and log-magnitude ``s``; the update is ``u = d · exp(α s) · β`` with
-``α = β = 0.001``. Default meta-parameter count: 228.
+so few hidden units ReLUs are often all inactive, which zeroes the update and its θ-gradient)
+(default hidden widths 8 and 4) outputs a direction ``d`` and log-magnitude ``s``; the update is
+``u = d · exp(α s) · β`` with ``α = β = 0.001``. Default meta-parameter count: 228.
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class FactoredMLPLOpt(LearnedOptimizer):
             [_logit(b) for b in self.second_moment_decays], jnp.float32)
         return theta
 
-    def opt_fn(self, theta: Theta, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, theta: Theta, num_steps: int | jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
         owner = type(self).__name__
         num_layers = len(self.hidden_sizes) + 1
         F.check_theta(theta, [f"{k}{i}" for i in range(num_layers) for k in ("w", "b")]

@@ -167,7 +167,7 @@ class HierarchicalLOpt(LearnedOptimizer):
         return theta
 
     # ---------------------------------------------------------------------------- update
-    def opt_fn(self, theta: Theta, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, theta: Theta, num_steps: int | jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
         owner = type(self).__name__
         num_layers = len(self.hidden_sizes) + 1
         F.check_theta(theta, [f"{k}{i}" for i in range(num_layers) for k in ("w", "b")]

@@ -27,7 +27,7 @@ cache-sized row chunks (:func:`learned_opt.features.per_row_mlp`).
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,14 +91,15 @@ class MLPLOpt(LearnedOptimizer):
     def config(self) -> dict:
         return {"hidden_sizes": list(self.hidden_sizes), "momentum_decays": list(self.momentum_decays),
                 "second_moment_decay": self.second_moment_decay, "timescales": list(self.timescales),
-                "exp_mult": self.exp_mult, "step_mult": self.step_mult, "rsqrt_eps": self.rsqrt_eps, "row_chunk": self.row_chunk}
+                "exp_mult": self.exp_mult, "step_mult": self.step_mult, "rsqrt_eps": self.rsqrt_eps,
+                "row_chunk": self.row_chunk}
 
     def init(self, key: jax.Array) -> Theta:
         sizes = (self.num_features,) + self.hidden_sizes + (2,)
         return F.mlp_init(key, sizes)
 
     # ------------------------------------------------------------------------------ update
-    def opt_fn(self, theta: Theta, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, theta: Theta, num_steps: int | jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
         owner = type(self).__name__
         num_layers = len(self.hidden_sizes) + 1
         F.check_theta(theta, [f"{k}{i}" for i in range(num_layers) for k in ("w", "b")], owner)
