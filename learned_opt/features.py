@@ -187,7 +187,7 @@ def ema(acc: Array, x: Array, decays: Array) -> Array:
     return decays * acc + (1.0 - decays) * x
 
 
-def time_features(step: Array, num_steps: int | None,
+def time_features(step: Array, num_steps: int | Array | None,
                   timescales: Sequence[float] = DEFAULT_TIMESCALES, dtype: Any = jnp.float32) -> Array:
     """``[tanh(t/s) for s in timescales] + [t/T, 1 - t/T]`` (the last two are 0 without a horizon)."""
     t = jnp.asarray(step, dtype)
@@ -195,7 +195,9 @@ def time_features(step: Array, num_steps: int | None,
     if num_steps is None:
         feats += [jnp.zeros((), dtype), jnp.zeros((), dtype)]
     else:
-        frac = jnp.clip(t / float(max(int(num_steps), 1)), 0.0, 1.0)
+        horizon = (jnp.maximum(jnp.asarray(num_steps, dtype), 1.0) if isinstance(num_steps, jax.Array)
+                   else float(max(int(num_steps), 1)))
+        frac = jnp.clip(t / horizon, 0.0, 1.0)
         feats += [frac, 1.0 - frac]
     return jnp.stack(feats)
 
@@ -417,9 +419,16 @@ def check_theta(theta: Any, required: Sequence[str], owner: str) -> None:
         raise ValueError(f"{owner}: theta is missing key(s) {missing}; has {sorted(theta)}")
 
 
-def check_num_steps(num_steps: Any, owner: str) -> int | None:
+def check_num_steps(num_steps: Any, owner: str) -> int | Array | None:
+    """``num_steps`` as a positive int, ``None``, or a scalar integer JAX array (a traced horizon,
+    e.g. the per-trajectory length during meta-training; values below 1 are treated as 1)."""
     if num_steps is None:
         return None
+    if isinstance(num_steps, jax.Array) and not isinstance(num_steps, bool):
+        if num_steps.ndim != 0 or not jnp.issubdtype(num_steps.dtype, jnp.integer):
+            raise ValueError(f"{owner}: an array num_steps must be an integer scalar, got "
+                             f"shape {num_steps.shape} dtype {num_steps.dtype}")
+        return num_steps
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"{owner}: num_steps must be a positive int or None, got {num_steps!r}")
     return int(num_steps)

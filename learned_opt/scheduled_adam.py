@@ -10,7 +10,8 @@ For parameter ``i`` of tensor ``j``, gradient ``g``, step ``t`` (1-based) and ho
     m <- b1 m + (1 - b1) g,      v <- b2 v + (1 - b2) g²,      q <- b3 q + (1 - b3) g
     d_i = m̂_i / (sqrt(v̂_i) + eps)                       (Adam's direction, bias-corrected)
     s_j = S · tanh(f_θ(c_j)[0] / S)                      (learned per-tensor log step, |s_j| < S)
-    r_i = h_θ(x_i)                                       (learned per-parameter correction)
+    r_i = C · tanh(h_θ(x_i) / C)                         (learned per-parameter correction, |r_i| < C;
+                                                          unbounded, r_i = h_θ(x_i), when C is None)
     update_i = -lr0 · exp(s_j) · (d_i + r_i)
 
 ``f_θ`` is a small MLP over the per-tensor context ``c_j``: the time features (``tanh(t/τ)`` for
@@ -67,15 +68,18 @@ class ScheduledAdamLOpt(LearnedOptimizer):
       row_hidden: hidden widths of the per-parameter correction network ``h_θ`` (empty: no
         correction, ``r = 0``).
       max_log_step: ``S``, bound of the learned log step change (``exp(±S)`` around ``lr0``).
+      max_correction: ``C``, bound of the per-parameter correction ``|r_i|`` (``None``: unbounded).
       timescales: time scales ``τ`` of the ``tanh(t/τ)`` features.
       row_chunk: rows per chunk of the correction network (a speed knob only).
     """
 
     name = "scheduled_adam"
+    #: ``opt_fn`` accepts a traced integer ``num_steps`` (meta-training tells each trajectory its length)
+    traced_horizon = True
 
     def __init__(self, learning_rate: float = 3e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                  b3: float = 0.99, tensor_hidden: Sequence[int] = (32, 32), row_hidden: Sequence[int] = (8,),
-                 max_log_step: float = 6.0, timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
+                 max_log_step: float = 6.0, max_correction: float | None = None, timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
                  row_chunk: int = F.DEFAULT_ROW_CHUNK):
         self.learning_rate = F.check_positive("learning_rate", learning_rate)
         self.b1, self.b2, self.b3 = F.check_floats_in("b1, b2, b3", [b1, b2, b3], 0.0, 1.0)
@@ -85,6 +89,7 @@ class ScheduledAdamLOpt(LearnedOptimizer):
         if any(h < 1 for h in self.row_hidden):
             raise ValueError(f"row_hidden entries must be >= 1, got {self.row_hidden}")
         self.max_log_step = F.check_positive("max_log_step", max_log_step)
+        self.max_correction = None if max_correction is None else F.check_positive("max_correction", max_correction)
         self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
         self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
 
@@ -95,7 +100,8 @@ class ScheduledAdamLOpt(LearnedOptimizer):
     def config(self) -> dict:
         return {"learning_rate": self.learning_rate, "b1": self.b1, "b2": self.b2, "eps": self.eps,
                 "b3": self.b3, "tensor_hidden": list(self.tensor_hidden), "row_hidden": list(self.row_hidden),
-                "max_log_step": self.max_log_step, "timescales": list(self.timescales),
+                "max_log_step": self.max_log_step, "max_correction": self.max_correction,
+                "timescales": list(self.timescales),
                 "row_chunk": self.row_chunk}
 
     def init(self, key: jax.Array) -> Theta:
@@ -120,7 +126,7 @@ class ScheduledAdamLOpt(LearnedOptimizer):
                              f"{(self.num_context, self.tensor_hidden[0])}")
 
     def _context(self, state: ScheduledAdamState, loss: jax.Array, g, m, m_hat, v_hat, p,
-                 layout: F.FlatLayout, num_steps: int | None) -> jax.Array:
+                 layout: F.FlatLayout, num_steps: int | jax.Array | None) -> jax.Array:
         """Per-tensor context ``(T, C)``: time, loss and tensor-statistic features."""
         dt = layout.dtype
         n_t = layout.num_tensors
@@ -139,7 +145,7 @@ class ScheduledAdamLOpt(LearnedOptimizer):
         stats = jnp.stack([0.25 * jnp.log10(rms_p + 1e-12), jnp.clip(snr, 0.0, 1.0), cos, sizes], axis=1)
         return jnp.concatenate([shared, stats], axis=1)
 
-    def opt_fn(self, theta: Theta, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, theta: Theta, num_steps: int | jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
         self._check(theta)
         owner = type(self).__name__
         num_steps = F.check_num_steps(num_steps, owner)
@@ -184,6 +190,8 @@ class ScheduledAdamLOpt(LearnedOptimizer):
                 ctx_bias = ctx @ rtheta["w0"][NUM_ROW_FEATURES:]
                 r = F.per_row_mlp(rtheta, rows, layout, n_rl, feats_fn=feats_fn, col_scale=col_scale,
                                   tensor_bias=ctx_bias, chunk=self.row_chunk)[:, 0]
+                if self.max_correction is not None:
+                    r = self.max_correction * jnp.tanh(r / self.max_correction)
                 direction = d + r
             lr = self.learning_rate * jnp.exp(F.segment_broadcast(log_step, layout))
             step = (-lr * direction).astype(layout.dtype)

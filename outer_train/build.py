@@ -65,12 +65,14 @@ def build_estimator(config: TrainConfig, lopt: Any, family: Any | None = None):
                 lo, hi = config.reparam_range
                 family = ReparamFamily(family, mode=config.reparam, min_scale=lo, max_scale=hi)
             problem = InnerProblem(family, lopt, schedule, meta_loss=config.meta_loss,
-                                   normalizer=normalizer, clip=config.meta_loss_clip)
+                                   normalizer=normalizer, clip=config.meta_loss_clip,
+                                   meta_weighting=config.meta_weighting)
             members.append(GradientEstimator(config.estimator, problem, **common))
         return MixtureEstimator(tuple(members))
     family = build_family(config) if family is None else family
     problem = InnerProblem(family, lopt, schedule, meta_loss=config.meta_loss,
-                           normalizer=config.normalizer, clip=config.meta_loss_clip)
+                           normalizer=config.normalizer, clip=config.meta_loss_clip,
+                           meta_weighting=config.meta_weighting)
     return GradientEstimator(config.estimator, problem, **common)
 
 

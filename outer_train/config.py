@@ -40,7 +40,12 @@ class TrainConfig:
     (train | outer_valid), ``normalizer`` (initial | none | taskset), clipped to
     ``meta_loss_clip``.
 
-    Outer loop: Adam (``outer_optimizer``: adam | sgd) with ``outer_lr``, global-norm clipping at
+    Meta-loss weighting ``meta_weighting`` (uniform | linear: ``ℓ_t`` weighted by ``2 t/T``, see
+    :mod:`outer_train.unroll`).
+
+    Outer loop: ``outer_optimizer`` (adam | adamw with ``outer_weight_decay`` | sgd) at ``outer_lr``
+    — constant, or with ``outer_lr_schedule="warmup_cosine"`` a linear warmup over
+    ``outer_warmup_steps`` then a cosine decay to ``outer_lr_final`` at ``outer_steps`` — global-norm clipping at
     ``grad_clip`` (0 disables), ``outer_steps`` steps; ``checkpoint_every`` outer steps a full
     resume checkpoint and a θ file are written to ``out``; ``time_budget`` minutes stops early
     (after a checkpoint).
@@ -73,8 +78,13 @@ class TrainConfig:
     mixture_size: int = 4
     reparam: str = "none"
     reparam_range: tuple = (0.1, 10.0)
+    meta_weighting: str = "uniform"
     outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
+    outer_lr_schedule: str = "constant"
+    outer_lr_final: float | None = None
+    outer_warmup_steps: int = 0
+    outer_weight_decay: float = 1e-4
     grad_clip: float = 1.0
     outer_steps: int = 1000
     seed: int = 0
@@ -122,7 +132,9 @@ class TrainConfig:
         choice("trunc_schedule", ("constant", "log_uniform"))
         choice("meta_loss", ("train", "outer_valid"))
         choice("normalizer", ("initial", "none", "taskset"))
-        choice("outer_optimizer", ("adam", "sgd"))
+        choice("outer_optimizer", ("adam", "adamw", "sgd"))
+        choice("outer_lr_schedule", ("constant", "warmup_cosine"))
+        choice("meta_weighting", ("uniform", "linear"))
         choice("reparam", ("none", "global", "tensor"))
         rr = self.reparam_range
         if not isinstance(rr, (list, tuple)) or len(rr) != 2 or \
@@ -142,6 +154,9 @@ class TrainConfig:
         pos_int("seed", minimum=0)
         number("sigma", positive=True)
         number("outer_lr", positive=True)
+        number("outer_lr_final", allow_none=True)
+        number("outer_weight_decay")
+        pos_int("outer_warmup_steps", minimum=0)
         number("grad_clip")
         number("time_budget", positive=True, allow_none=True)
         if not (self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)

@@ -2,8 +2,9 @@
 
 Notation: θ ∈ R^D (the flattened meta-parameters), N tasks, K inner steps per truncation,
 ``V_i(θ) = Σ_t w_t ℓ_{i,t}(θ)`` the meta-loss of task i over one unroll with per-step weights
-``w_t = valid_t / K`` (truncated) or ``w_t = valid_t / #valid`` (full horizon: the mean normalized
-loss of the whole trajectory). Every estimator forms per-task estimates ``g_i`` and returns their
+``w_t = valid_t ω_t / K`` (truncated) or ``w_t = valid_t ω_t / Σ_s valid_s ω_s`` (full horizon: the
+weighted mean normalized loss of the whole trajectory), ``ω_t`` the inner problem's
+``meta_weighting`` (1 for ``"uniform"``). Every estimator forms per-task estimates ``g_i`` and returns their
 mean over the tasks whose estimate is finite (non-finite ones are dropped and counted).
 
 * ``es`` — truncated antithetic ES: ``ε_i ~ N(0, σ²I)``; both branches start from the same
@@ -190,8 +191,9 @@ class GradientEstimator:
             # only the first trajectory counts; everything after its reset step is ignored
             resets_before = jnp.cumsum(out.reset, axis=1) - out.reset
             valid = valid & (resets_before == 0)
-            return valid / jnp.maximum(jnp.sum(valid, axis=1, keepdims=True), 1)
-        return valid.astype(jnp.float32) / self.unroll_length
+            counted = valid.astype(jnp.float32) * out.weight
+            return counted / jnp.maximum(jnp.sum(counted, axis=1, keepdims=True), 1e-12)
+        return valid.astype(jnp.float32) * out.weight / self.unroll_length
 
     def _objective(self, flat_nb: jax.Array, ts: TaskState, key: jax.Array, outer_step: jax.Array, unravel):
         """All tasks: ``Σ_{i,b} V_{i,b}`` and auxiliaries; ``flat_nb`` is ``[N, B, D]``.

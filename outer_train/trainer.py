@@ -72,9 +72,28 @@ class TrainResult:
     num_devices: int = 1  # devices the task batch was sharded over (all processes)
 
 
+def outer_learning_rate(config: TrainConfig) -> float | optax.Schedule:
+    """``outer_lr`` (constant) or, for ``outer_lr_schedule="warmup_cosine"``, a linear warmup
+    from 0 over ``outer_warmup_steps`` followed by a cosine decay to ``outer_lr_final`` at
+    ``outer_steps``."""
+    if config.outer_lr_schedule == "constant":
+        return config.outer_lr
+    final = config.outer_lr if config.outer_lr_final is None else config.outer_lr_final
+    return optax.warmup_cosine_decay_schedule(0.0, config.outer_lr, config.outer_warmup_steps,
+                                              max(config.outer_steps, config.outer_warmup_steps + 1),
+                                              end_value=final)
+
+
 def make_outer_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """``clip_by_global_norm(grad_clip)`` (if > 0) followed by Adam or SGD at ``outer_lr``."""
-    base = optax.adam(config.outer_lr) if config.outer_optimizer == "adam" else optax.sgd(config.outer_lr)
+    """``clip_by_global_norm(grad_clip)`` (if > 0) followed by Adam, AdamW (decoupled weight decay
+    ``outer_weight_decay``) or SGD at :func:`outer_learning_rate`."""
+    lr = outer_learning_rate(config)
+    if config.outer_optimizer == "adam":
+        base = optax.adam(lr)
+    elif config.outer_optimizer == "adamw":
+        base = optax.adamw(lr, weight_decay=config.outer_weight_decay)
+    else:
+        base = optax.sgd(lr)
     if config.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
     return base
@@ -117,13 +136,35 @@ def init_state(config: TrainConfig, lopt: Any, estimator: Any,
                       step=jnp.zeros((), jnp.int32), key=k_loop, num_dropped=jnp.zeros((), jnp.int32))
 
 
-def _progress(config: TrainConfig, initial: int):
-    if not config.progress:
-        return None
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar over the outer steps or, when a ``time_budget`` is set, over the budget's seconds
+    (whichever ends the run first is what the bar measures; the step count is in the postfix)."""
 
-    return tqdm(total=config.outer_steps, initial=initial, desc=f"train {config.name}",
-                dynamic_ncols=True, file=sys.stderr, leave=True)
+    def __init__(self, config: TrainConfig, initial: int):
+        from tqdm import tqdm
+
+        self.budget = None if config.time_budget is None else 60.0 * config.time_budget
+        self.outer_steps = config.outer_steps
+        total = self.outer_steps if self.budget is None else round(self.budget)
+        self.bar = tqdm(total=total, initial=0 if self.budget else initial, desc=f"train {config.name}",
+                        unit="step" if self.budget is None else "s", dynamic_ncols=True, file=sys.stderr,
+                        leave=True)
+
+    def update(self, step: int, elapsed: float, record: dict) -> None:
+        if self.budget is None:
+            self.bar.update(1)
+        else:
+            self.bar.n = min(round(elapsed), self.bar.total)
+            self.bar.refresh()
+        self.bar.set_postfix(step=f"{step}/{self.outer_steps}", meta_loss=f"{record['meta_loss']:.4f}",
+                             steps_s=f"{record['inner_steps_per_s']:.0f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(config: TrainConfig, initial: int) -> _Progress | None:
+    return _Progress(config, initial) if config.progress else None
 
 
 def _save_theta(out: Path, step: int, lopt: Any, theta: Any, config: TrainConfig) -> None:
@@ -234,9 +275,7 @@ def _train_locked(config: TrainConfig, resume: bool, lopt: Any, estimator: Any,
             if callback is not None:
                 callback(step, record)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}",
-                                steps_s=f"{record['inner_steps_per_s']:.0f}")
+                bar.update(step, time.time() - start_time, record)
             if step % config.checkpoint_every == 0 or step == config.outer_steps:
                 checkpoint(state)
             if config.time_budget is not None:

@@ -26,6 +26,11 @@ reset times; only θ differs.
 Either way a trajectory of ``T`` updates yields exactly ``T`` measured, θ-dependent losses and
 occupies ``T + 1`` inner steps.
 
+**Weighting** (``meta_weighting``): each ``ℓ_t`` carries a weight ``ω_t`` that the estimators
+multiply into their per-step weights: ``"uniform"`` (``ω_t = 1``, the mean loss over the run) or
+``"linear"`` (``ω_t = 2 t/T``: averaged over a trajectory still 1, but the final loss counts twice
+and the first steps almost not -- closer to an evaluation that scores the final loss).
+
 **Normalization** (``normalizer``): ``"initial"`` (default for task families) divides by the
 training loss at ``w_0`` of the same trajectory, ``L(w)/L(w_0)`` — so every task starts at 1 and
 0 is a perfect fit (expects positive losses); ``"none"`` uses the raw loss; a callable
@@ -49,6 +54,9 @@ from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial
 from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-exported)
 
 
+META_WEIGHTINGS = ("uniform", "linear")
+
+
 class TaskState(NamedTuple):
     """State of N inner problems (leading axis N; branch axis B second where noted)."""
 
@@ -69,6 +77,8 @@ class StepOutput(NamedTuple):
     valid: jax.Array  # [] bool: ℓ_t counts toward the meta-loss
     reset: jax.Array  # [] bool: this step ended the trajectory and re-sampled the task
     loss: jax.Array  # [B] raw training loss at w_t
+    progress: jax.Array  # [] float32 fraction of the trajectory done at the measurement, t/T in (0, 1]
+    weight: jax.Array  # [] float32 weight of ℓ_t in the meta-loss (``InnerProblem.meta_weighting``)
 
 
 def _where(pred: jax.Array, a: Any, b: Any) -> Any:
@@ -80,7 +90,10 @@ class InnerProblem:
     """A task family + learned optimizer + truncation schedule + meta-loss definition.
 
     ``num_steps`` is the static horizon told to the learned optimizer (``opt_fn(θ, num_steps)``);
-    it defaults to the schedule's ``max_length``.
+    it defaults to the schedule's ``max_length``. A learned optimizer whose class sets
+    ``traced_horizon = True`` is told each trajectory's own (traced) length instead, so under a
+    log-uniform truncation schedule its fraction-of-training features stay right; ``num_steps``
+    set explicitly overrides this.
     """
 
     if TYPE_CHECKING:  # set in __post_init__ (not a dataclass field): the datasets of the family
@@ -93,8 +106,11 @@ class InnerProblem:
     normalizer: str | Callable[[jax.Array], jax.Array] = "initial"
     clip: tuple[float, float] = (-2.0, 2.0)
     num_steps: int | None = None
+    meta_weighting: str = "uniform"
 
     def __post_init__(self):
+        if self.meta_weighting not in META_WEIGHTINGS:
+            raise ValueError(f"meta_weighting must be one of {META_WEIGHTINGS}, got {self.meta_weighting!r}")
         if self.meta_loss not in ("train", "outer_valid"):
             raise ValueError(f"meta_loss must be 'train' or 'outer_valid', got {self.meta_loss!r}")
         if not (callable(self.normalizer) or self.normalizer in ("initial", "none")):
@@ -118,7 +134,14 @@ class InnerProblem:
         return self.schedule.max_length if self.num_steps is None else int(self.num_steps)
 
     # ------------------------------------------------------------------------------- helpers
-    def _opt(self, theta: Any) -> optax.GradientTransformationExtraArgs:
+    @property
+    def tells_length(self) -> bool:
+        """The optimizer is told each trajectory's traced length (see the class docstring)."""
+        return self.num_steps is None and bool(getattr(self.lopt, "traced_horizon", False))
+
+    def _opt(self, theta: Any, length: jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
+        if length is not None and self.tells_length:
+            return self.lopt.opt_fn(theta, num_steps=jnp.asarray(length, jnp.int32))
         return self.lopt.opt_fn(theta, num_steps=self.horizon)
 
     def _batch(self, split: str, key: jax.Array) -> Any:
@@ -147,7 +170,7 @@ class InnerProblem:
         params_b = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_branches,) + jnp.shape(x)), params)
         mstate_b = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_branches,) + jnp.shape(x)),
                                           model_state)
-        opt_state_b = jax.vmap(lambda th, p: self._opt(th).init(p))(theta_b, params_b)
+        opt_state_b = jax.vmap(lambda th, p: self._opt(th, length).init(p))(theta_b, params_b)
         return cfg, length, params_b, opt_state_b, mstate_b
 
     # ----------------------------------------------------------------------------- one task
@@ -187,7 +210,7 @@ class InnerProblem:
                 return task.loss_with_state(p, mstate, k_loss, batch)
 
             (loss, new_mstate), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, new_opt_state = self._opt(theta).update(grads, opt_state, params, loss=loss)
+            updates, new_opt_state = self._opt(theta, ts.length).update(grads, opt_state, params, loss=loss)
             new_params = optax.apply_updates(params, updates)
             if self.meta_loss == "outer_valid":
                 measured, _ = task.loss_with_state(new_params, new_mstate, k_valid_loss, valid_batch)
@@ -201,11 +224,16 @@ class InnerProblem:
         init_loss = jnp.where(ts.fresh, jax.lax.stop_gradient(loss), ts.init_loss)
         meta = self._normalize(jnp.asarray(measured, jnp.float32), init_loss)
         valid = ~ts.fresh if self.meta_loss == "train" else ~needs_reset
+        measured_at = ts.step if self.meta_loss == "train" else ts.step + 1
+        progress = jnp.clip(measured_at.astype(jnp.float32) / jnp.maximum(ts.length, 1).astype(jnp.float32),
+                            0.0, 1.0)
         finite = jnp.all(jnp.isfinite(loss))
         advanced = TaskState(cfg=ts.cfg, step=jnp.where(finite, ts.step + 1, ts.length),
                              length=ts.length, fresh=jnp.zeros((), bool), params=new_params,
                              opt_state=new_opt_state, model_state=new_mstate, init_loss=init_loss)
-        return advanced, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss)
+        weight = 2.0 * progress if self.meta_weighting == "linear" else jnp.ones((), jnp.float32)
+        return advanced, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss, progress=progress,
+                                    weight=weight)
 
     def reset_where(self, theta_b: Any, ts: TaskState, reset: jax.Array, key: jax.Array,
                     outer_step: jax.Array | int) -> TaskState:

@@ -19,6 +19,7 @@ The named tasksets (see :data:`TASKSET_SPECS`):
 * ``ood_dataset`` -- datasets never trained on: MNIST-1D and 16x16 digits;
 * ``ood_horizon`` -- the training families at 5x the horizon (1000 steps);
 * ``ood_horizon10`` -- the training families at 10x the horizon (2000 steps);
+* ``train_pool``  -- 48 more samples of the training distribution (the default recipe's pool);
 * ``indist``      -- 32 fresh samples of the training distribution (the evaluation suite ``indist``).
 """
 from __future__ import annotations
@@ -61,6 +62,13 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "description": "unseen seeds of the training families and ranges",
         "horizon": TRAIN_HORIZON,
         "members": _train_members(100_000, _TRAIN_COUNTS),
+    },
+    "train_pool": {
+        "description": "48 further samples of the meta-training distribution (the train families "
+                       "and spaces, unseen seeds): the task pool of the default meta-training recipe",
+        "horizon": TRAIN_HORIZON,
+        "members": _train_members(700_000, {"mlp_family": 20, "quadratic_family": 12,
+                                            "synthetic_family": 8, "mlp_ae_family": 8}),
     },
     "indist": {
         "description": "32 fresh samples of the meta-training distribution (the train families and "
