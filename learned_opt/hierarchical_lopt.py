@@ -33,7 +33,18 @@ Two levels:
    the update is ``u = d · exp(α s) · β · exp(γ σ_t)`` with the per-tensor log step scale
    ``σ_t = h'_t w_σ + b_σ`` (``α = β = 0.001``, ``γ = 0.1``; ``w_σ``, ``b_σ`` start at zero).
 
-No statistic divides by a bias correction ``(1-β^t)``: momenta start at zero, the loss
+**Nominal-Adam output** (``output="nominal_adam"``, the parameterization of
+:class:`~learned_opt.scheduled_adam.ScheduledAdamLOpt`): the network's first output becomes a
+bounded per-parameter correction ``r = C tanh(out_0 / C)`` to Adam's direction and the GRU's
+per-tensor scale a bounded log step ``s_t = S tanh(σ_t / S)``::
+
+    u = -lr0 · exp(s_t) · (m̂ / (sqrt(v̂) + eps) + r)
+
+with ``m̂``, ``v̂`` the bias-corrected momentum at decay 0.9 (one of ``momentum_decays``) and
+second moment. The last layer of the per-parameter network and ``w_σ``, ``b_σ`` start at zero,
+so at its initial θ this variant *is* ``optax.adam(lr0, 0.9, second_moment_decay, eps)``.
+
+In the default output, no statistic divides by a bias correction ``(1-β^t)``: momenta start at zero, the loss
 statistics are initialized with the first loss, and every normalizer has a positive floor, so
 steps 0 and 1 are finite for losses of any finite scale. Default meta-parameter count: 4,115.
 """
@@ -51,6 +62,8 @@ from learned_opt import features as F
 from learned_opt.base import LearnedOptimizer, Theta
 
 _LOG_FLOOR = 1e-30  # floor inside the log-statistics
+OUTPUTS = ("direction_magnitude", "nominal_adam")
+ADAM_B1 = 0.9  # the momentum decay the nominal-Adam output uses as Adam's first moment
 
 
 class HierarchicalLOptState(NamedTuple):
@@ -106,16 +119,24 @@ class HierarchicalLOpt(LearnedOptimizer):
         depend on it beyond float rounding).
       exp_mult, step_mult, tensor_scale_mult: ``α``, ``β``, ``γ`` of the update formula.
       rsqrt_eps: floor of ``v`` in ``1/sqrt(v)``.
+      output: ``"direction_magnitude"`` (the update formula above) or ``"nominal_adam"`` (Adam's
+        direction with a learned per-tensor log step and per-parameter correction).
+      learning_rate, eps, max_log_step, max_correction: ``lr0``, Adam's ``eps``, ``S`` and ``C``
+        of the nominal-Adam output (unused otherwise).
     """
 
     name = "hierarchical"
+    #: ``opt_fn`` accepts a traced integer ``num_steps`` (meta-training tells each trajectory its length)
+    traced_horizon = True
 
     def __init__(self, rnn_size: int = 16, hidden_sizes: Sequence[int] = (16, 16),
                  momentum_decays: Sequence[float] = (0.5, 0.9, 0.99, 0.999),
                  second_moment_decay: float = 0.999, loss_decays: Sequence[float] = (0.5, 0.9, 0.99),
                  timescales: Sequence[float] = F.DEFAULT_TIMESCALES, exp_mult: float = 0.001,
                  step_mult: float = 0.001, tensor_scale_mult: float = 0.1, rsqrt_eps: float = 1e-24,
-                 row_chunk: int = F.DEFAULT_ROW_CHUNK):
+                 row_chunk: int = F.DEFAULT_ROW_CHUNK, output: str = "direction_magnitude",
+                 learning_rate: float = 0.01, eps: float = 1e-8, max_log_step: float = 6.0,
+                 max_correction: float = 1.0):
         self.rnn_size = F.check_positive_ints("rnn_size", [rnn_size])[0]
         self.hidden_sizes = F.check_positive_ints("hidden_sizes", hidden_sizes)
         self.momentum_decays = F.check_floats_in("momentum_decays", momentum_decays, 0.0, 1.0)
@@ -129,6 +150,16 @@ class HierarchicalLOpt(LearnedOptimizer):
         self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
         self.tensor_scale_mult = F.check_positive("tensor_scale_mult", tensor_scale_mult)
         self.rsqrt_eps = F.check_positive("rsqrt_eps", rsqrt_eps)
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
+        self.learning_rate = F.check_positive("learning_rate", learning_rate)
+        self.eps = F.check_positive("eps", eps)
+        self.max_log_step = F.check_positive("max_log_step", max_log_step)
+        self.max_correction = F.check_positive("max_correction", max_correction)
+        if output == "nominal_adam" and ADAM_B1 not in self.momentum_decays:
+            raise ValueError(f"output='nominal_adam' needs {ADAM_B1} among momentum_decays "
+                             f"(Adam's first moment), got {list(self.momentum_decays)}")
 
     # ---------------------------------------------------------------------------- sizes
     @property
@@ -150,12 +181,15 @@ class HierarchicalLOpt(LearnedOptimizer):
                 "momentum_decays": list(self.momentum_decays), "second_moment_decay": self.second_moment_decay,
                 "loss_decays": list(self.loss_decays), "timescales": list(self.timescales),
                 "exp_mult": self.exp_mult, "step_mult": self.step_mult,
-                "tensor_scale_mult": self.tensor_scale_mult, "rsqrt_eps": self.rsqrt_eps, "row_chunk": self.row_chunk}
+                "tensor_scale_mult": self.tensor_scale_mult, "rsqrt_eps": self.rsqrt_eps, "row_chunk": self.row_chunk,
+                "output": self.output, "learning_rate": self.learning_rate, "eps": self.eps,
+                "max_log_step": self.max_log_step, "max_correction": self.max_correction}
 
     def init(self, key: jax.Array) -> Theta:
         k_mlp, k_x, k_h, k_c = jax.random.split(key, 4)
         hs, n_in = self.rnn_size, self.num_rnn_inputs
-        theta = F.mlp_init(k_mlp, (self.num_param_features,) + self.hidden_sizes + (2,))
+        last_scale = 0.0 if self.output == "nominal_adam" else 1.0  # nominal: starts as Adam
+        theta = F.mlp_init(k_mlp, (self.num_param_features,) + self.hidden_sizes + (2,), last_scale=last_scale)
         theta["gru_wx"] = jax.random.normal(k_x, (n_in, 3 * hs), jnp.float32) / math.sqrt(n_in)
         theta["gru_wv"] = jnp.zeros((self.num_loss_features, 3 * hs), jnp.float32)
         theta["gru_wh"] = jax.random.normal(k_h, (hs, 3 * hs), jnp.float32) / math.sqrt(hs)
@@ -234,9 +268,26 @@ class HierarchicalLOpt(LearnedOptimizer):
             out = F.per_row_mlp(theta, rows, layout, num_layers, feats_fn=feats_fn,
                                 col_scale=F.segment_rms_scales(feats_fn(*rows), layout),
                                 tensor_bias=cond, chunk=self.row_chunk)
-            step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
-            step = step * F.segment_broadcast(jnp.exp(log_scale), layout)
+            if self.output == "nominal_adam":
+                raw_scale = h @ theta["scale_w"] + theta["scale_b"]
+                step = self._nominal_adam_step(out, raw_scale, momenta, v, state.count, layout)
+            else:
+                step = F.direction_magnitude_step(out, self.exp_mult, self.step_mult)
+                step = step * F.segment_broadcast(jnp.exp(log_scale), layout)
             new_state = HierarchicalLOptState(F.increment(state.count), momenta, v, h, train_stats, valid_stats)
             return F.unflatten(step, layout), new_state
 
         return F.as_extra_args(init_fn, update_fn)
+
+    def _nominal_adam_step(self, out: jax.Array, raw_scale: jax.Array, momenta: jax.Array, v: jax.Array,
+                           count: jax.Array, layout: F.FlatLayout) -> jax.Array:
+        """``-lr0 · exp(S tanh(σ_t/S)) · (m̂/(sqrt(v̂)+eps) + C tanh(out_0/C))`` (flat vector)."""
+        t = F.increment(count).astype(layout.dtype)
+        m = momenta[:, self.momentum_decays.index(ADAM_B1)]
+        m_hat = m / (1.0 - jnp.asarray(ADAM_B1, layout.dtype) ** t)
+        v_hat = v / (1.0 - jnp.asarray(self.second_moment_decay, layout.dtype) ** t)
+        direction = m_hat / (jnp.sqrt(v_hat + 1e-30) + self.eps)
+        correction = self.max_correction * jnp.tanh(out[:, 0] / self.max_correction)
+        log_step = self.max_log_step * jnp.tanh(raw_scale / self.max_log_step)
+        lr = self.learning_rate * jnp.exp(F.segment_broadcast(log_step, layout))
+        return (-lr * (direction + correction)).astype(layout.dtype)

@@ -227,6 +227,19 @@ _PRESETS: dict[str, tuple[str, dict]] = {
              optimizer="mlp", estimator="pes", num_tasks=4, unroll_length=20, trunc_length=200,
              outer_lr=1e-3, outer_steps=2000),
     ),
+    "scheduled_pool": (
+        "Adam with a learned schedule (scheduled_adam) on the 48-task train_pool: log-uniform "
+        "trajectories 50-500, final-loss weighted normalized meta-loss, weight reparameterization, "
+        "PES, AdamW warmup-cosine 3e-3 -> 1e-3 (the default recipe of issue 16)",
+        dict(task="taskset_mixture", taskset="train_pool", mixture_size=48, normalizer="taskset",
+             optimizer="scheduled_adam",
+             optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0},
+             estimator="pes", sigma=0.01, num_tasks=1, unroll_length=20, trunc_schedule="log_uniform",
+             min_trunc_length=50, trunc_length=500, meta_weighting="linear", reparam="global",
+             reparam_range=(0.2, 5.0), outer_optimizer="adamw", outer_lr=3e-3, outer_lr_schedule="warmup_cosine",
+             outer_lr_final=1e-3, outer_warmup_steps=100, grad_clip=1.0, outer_steps=5000,
+             checkpoint_every=25),
+    ),
 }
 
 
