@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 t0 = time.perf_counter()
 from tasks.datasets import builders, loader, sources, text  # noqa: E402  (imports TFDS)
+
 IMPORT_S = time.perf_counter() - t0
 
 

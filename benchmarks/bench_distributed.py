@@ -72,6 +72,7 @@ def worker(letter: str, devices: int, steps: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from bench_outer import CONFIGS, build  # the configurations of bench_outer.py
     from outer_train.config import TrainConfig
     from outer_train.trainer import make_outer_optimizer, make_outer_step
@@ -178,9 +179,9 @@ def main(argv=None) -> int:
                 run = json.loads(res.stdout.strip().splitlines()[-1])
                 runs.setdefault(n, []).append(run)
                 print(f"({letter}) {n} device(s): compile {run['compile_s']:.1f} s, {run['inner_steps_per_s']:,.0f} "
-                      f"inner steps/s {['%.0f' % r for r in run['rates']]}, cores used {run['cores_used']:.2f}",
+                      f"inner steps/s {[f'{r:.0f}' for r in run['rates']]}, cores used {run['cores_used']:.2f}",
                       flush=True)
-        for n, group in runs.items():
+        for group in runs.values():
             row = dict(group[0])
             row["rates"] = [r for g in group for r in g["rates"]]
             row["inner_steps_per_s"] = statistics.median(row["rates"])
@@ -201,7 +202,9 @@ def main(argv=None) -> int:
             r["speedup_vs_1"] = r["inner_steps_per_s"] / base["inner_steps_per_s"] if base else None
             ops = r["allreduce_ops"]
             n_loop = sum(o["in_loop"] for o in ops)
-            n_ops = str(sum(not o["in_loop"] for o in ops)) + (f" + {n_loop}x{r['unroll_length']} in loop" if n_loop else "")
+            n_ops = str(sum(not o["in_loop"] for o in ops))
+            if n_loop:
+                n_ops += f" + {n_loop}x{r['unroll_length']} in loop"
             sp = f"{r['speedup_vs_1']:.2f}x" if r["speedup_vs_1"] else "-"
             print(f"| ({letter}) {r['description']} | {r['devices']} | {r['inner_steps_per_s']:,.0f} | {sp} | "
                   f"{r['cores_used']:.2f} | {r['compile_s']:.1f} | {r['theta_bytes']:,} | {n_ops} |")

@@ -224,7 +224,8 @@ def main(argv=None) -> int:
         if not np.allclose(fr["raw"], fr["learned_opt"], rtol=1e-10):
             print(f"WARNING: different final values on {res['problem']}: {fr}")
     payload = {"benchmark": "bench_minimize", "machine": platform.platform(), "cpu_count": os.cpu_count(),
-               "jax": jax.__version__, "scipy": sopt.__dict__.get("__version__", None) or __import__("scipy").__version__,
+               "jax": jax.__version__,
+               "scipy": sopt.__dict__.get("__version__", None) or __import__("scipy").__version__,
                "target": "learned_opt overhead vs raw <= 5%", "results": results}
     os.makedirs(os.path.dirname(ns.out), exist_ok=True)
     with open(ns.out, "w") as fh:

@@ -29,7 +29,7 @@ class Window:
         self.load_start = self.load_end = None
         self._c0 = self._c1 = None
 
-    def __enter__(self) -> "Window":
+    def __enter__(self) -> Window:
         self.load_start = os.getloadavg()[0]
         self._c0 = _cpu_counters()
         return self

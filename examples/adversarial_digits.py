@@ -82,7 +82,8 @@ def attack(model, params, image: np.ndarray, label: int, eps: float, kappa: floa
                    callback=stop_when_fooled, options={"maxiter": maxiter})
     adv = np.asarray(res.x["image"])
     return {"adv": adv, "lb": lb["image"], "ub": ub["image"], "result": res,
-            "margin_before": float(f({"image": jnp.asarray(image)})), "margin_after": float(f({"image": jnp.asarray(adv)}))}
+            "margin_before": float(f({"image": jnp.asarray(image)})),
+            "margin_after": float(f({"image": jnp.asarray(adv)}))}
 
 
 def run(seed: int = 0, eps: float = 0.25, num_images: int = 8, train_steps: int = 400,
@@ -110,8 +111,10 @@ def run(seed: int = 0, eps: float = 0.25, num_images: int = 8, train_steps: int 
         print("| test image | label | prediction after | margin before → after | L∞ | L2 | iterations |")
         print("|---:|---:|---:|---|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['index']} | {r['label']} | {r['new_prediction']}{'' if r['fooled'] else ' (not fooled)'} | "
-                  f"{r['margin_before']:.2f} → {r['margin_after']:.2f} | {r['linf']:.3f} | {r['l2']:.3f} | {r['nit']} |")
+            fooled = "" if r["fooled"] else " (not fooled)"
+            print(f"| {r['index']} | {r['label']} | {r['new_prediction']}{fooled} | "
+                  f"{r['margin_before']:.2f} → {r['margin_after']:.2f} | {r['linf']:.3f} | {r['l2']:.3f} | "
+                  f"{r['nit']} |")
         print(f"\nfooled {sum(r['fooled'] for r in rows)} of {len(rows)}")
     return summary
 

@@ -9,9 +9,9 @@ with a temperature ``T_c > 0`` and a bias ``b_c`` for every class ``c``: 20 numb
 dict ``{"temperature": (10,), "bias": (10,)}``, fitted by L-BFGS-B on the negative log-likelihood
 of a separate calibration split (600 images) plus a weak prior toward the identity
 (``1e-3 · (Σ log² T_c + Σ b_c²)``: without it the 20 numbers overfit the calibration split), with
-the temperatures bounded to [0.05, 50] by a dict of bounds (the biases unbounded). The expected calibration error (ECE, 15 bins) and the NLL are
-reported on the held-out test split before and after; the accuracy barely moves (the argmax can
-only change through the per-class terms).
+the temperatures bounded to [0.05, 50] by a dict of bounds (the biases unbounded). The expected
+calibration error (ECE, 15 bins) and the NLL are reported on the held-out test split before and
+after; the accuracy barely moves (the argmax can only change through the per-class terms).
 
     python examples/calibration_jax.py            # runs offline in a few seconds
 """

@@ -12,9 +12,20 @@ import numpy as np
 import pytest
 
 from tasks.base import Datasets
-from tasks.datasets import builders, loader, reader, resize, sources, text
-from tasks.datasets import (SPLIT_NAMES, DatasetUnavailableError, dataset_names,
-                            load_image_dataset, load_text_dataset, make_arrays_builder)
+from tasks.datasets import (
+    SPLIT_NAMES,
+    DatasetUnavailableError,
+    builders,
+    dataset_names,
+    load_image_dataset,
+    load_text_dataset,
+    loader,
+    make_arrays_builder,
+    reader,
+    resize,
+    sources,
+    text,
+)
 
 DIGITS_CSV = os.path.join(os.path.dirname(loader.__file__), "data", "digits.csv.gz")
 

@@ -34,7 +34,8 @@ def clipped_optimum():
 OPTS = {"Nelder-Mead": {"maxiter": 8000, "xatol": 1e-10, "fatol": 1e-14},
         "Powell": {"xtol": 1e-10, "ftol": 1e-14}, "COBYLA": {"maxiter": 8000, "tol": 1e-10},
         "COBYQA": {"final_tr_radius": 1e-10}, "SLSQP": {"ftol": 1e-14},
-        "TNC": {"ftol": 1e-16, "gtol": 1e-12}, "L-BFGS-B": {"ftol": 1e-15, "gtol": 1e-10}, "trust-constr": {"gtol": 1e-12, "xtol": 1e-12}}
+        "TNC": {"ftol": 1e-16, "gtol": 1e-12}, "L-BFGS-B": {"ftol": 1e-15, "gtol": 1e-10},
+        "trust-constr": {"gtol": 1e-12, "xtol": 1e-12}}
 
 
 @pytest.mark.parametrize("method", BOUNDED)

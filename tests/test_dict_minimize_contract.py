@@ -6,8 +6,8 @@ dicts of x0's form, and bounded methods never leaving the box.
 """
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from learned_opt import minimize

@@ -12,9 +12,8 @@ from eval import plots, suites
 from eval.compare import table_from_results
 from eval.methods import optax_method
 from eval.pipeline import as_float, run_suite
-from eval.report import load_results, write_report
-
 from eval.protocol import Protocol
+from eval.report import load_results, write_report
 
 TINY = suites.custom_suite("tiny", [("quad", "tasks.quadratic:QuadraticTask", 30)], seeds=2)
 TINY_PROTOCOL = Protocol(baselines=("adam", "L-BFGS-B"))

@@ -199,9 +199,9 @@ KILL_SCRIPT = textwrap.dedent("""
     for s in (0, 1):
         C.save_state(d, _state(s, N), {"step": s})
     # the stages of save_state, each killed at its 1st or 2nd occurrence, then 4 timed kills
-    points = [(stage, rng.choice([1, 2])) for stage in
-              ("write", "fsync", "link", "replace", "after_replace", "replace_prev", "after_replace_prev")] + [("timed", rng.uniform(0.0, 0.4))
-                                                                           for _ in range(4)]
+    stages = ("write", "fsync", "link", "replace", "after_replace", "replace_prev", "after_replace_prev")
+    points = ([(stage, rng.choice([1, 2])) for stage in stages]
+              + [("timed", rng.uniform(0.0, 0.4)) for _ in range(4)])
     results, step = [], 2
     for stage, arg in points:
         pid = os.fork()

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from learned_opt.inner_loop import (LEARNING_RATE_GRID, hand_designed, optax_scan, record_steps)
+from learned_opt.inner_loop import LEARNING_RATE_GRID, hand_designed, optax_scan, record_steps
 
 
 def _grads(seed, n=12):

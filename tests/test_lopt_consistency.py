@@ -55,7 +55,7 @@ def _run(lopt, theta, params, grads, losses):
     state = tx.init(params)
     ups = []
     for t in range(NUM_UPDATES):
-        g = jax.tree_util.tree_map(lambda x: x[t], grads)
+        g = jax.tree_util.tree_map(lambda x, t=t: x[t], grads)
         u, state = tx.update(g, state, params, loss=losses[t])
         params = optax.apply_updates(params, u)
         ups.append(u)
@@ -109,7 +109,7 @@ def _check_all_modes(name: str, dtype) -> None:
     batched = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *streams)
     out = vmap_tasks(theta, *batched)
     for i, (scale, ref) in enumerate(zip(SCALES, refs)):
-        _close(jax.tree_util.tree_map(lambda x: x[i], out), ref, rtol,
+        _close(jax.tree_util.tree_map(lambda x, i=i: x[i], out), ref, rtol,
                f"{name} {jnp.dtype(dtype).name}: task {i} (scale {scale:g}) of the task-vmap vs alone")
 
 

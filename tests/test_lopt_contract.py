@@ -135,7 +135,7 @@ def test_vmap_over_theta_equals_loop(name):
     single_fn = jax.jit(two_updates)
     for i, theta in enumerate(thetas):
         single = single_fn(theta)
-        leaves_close(jax.tree_util.tree_map(lambda x: x[i], batched), single, rtol=1e-4, atol=1e-9)
+        leaves_close(jax.tree_util.tree_map(lambda x, i=i: x[i], batched), single, rtol=1e-4, atol=1e-9)
     # different θ really give different updates (the comparison above is not vacuous)
     w = np.asarray(batched["dense"]["w"])
     assert not np.allclose(w[0], w[1])

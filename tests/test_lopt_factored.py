@@ -21,7 +21,7 @@ def test_factored_second_moments_match_numpy():
     m_len = 2 * (5 + 3) + 4 + 1 + (3 + 6) + 0
     acc = jnp.zeros((m_len, 2))
     ref = {k: None for k in shapes}
-    for step in range(3):
+    for _ in range(3):
         grads = {k: rng.normal(size=s) for k, s in shapes.items()}
         acc, vhat = factored_second_moments(F.flatten(grads, layout), acc, jnp.asarray(betas, jnp.float32), layout)
         assert acc.shape == (m_len, 2)  # R + C numbers per matrix, not R·C

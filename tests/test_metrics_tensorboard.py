@@ -16,8 +16,7 @@ def test_tensorboardx_is_installed_with_the_default_dependencies():
 
 def test_outer_training_writes_event_files(tmp_path):
     from learned_opt import LearnableSGD
-    from outer_train import (ConstantSchedule, FixedTaskFamily, InnerProblem, TrainConfig, make_estimator,
-                             train)
+    from outer_train import ConstantSchedule, FixedTaskFamily, InnerProblem, TrainConfig, make_estimator, train
     from tasks.quadratic import QuadraticTask
 
     lopt = LearnableSGD(0.1)

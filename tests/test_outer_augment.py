@@ -1,7 +1,6 @@
 """Weight-reparameterization augmentation of taskset mixtures: each reset draws new scales, the
 function (hence the taskset normalization) is unchanged, and a short meta-training run works."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

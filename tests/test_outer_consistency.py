@@ -77,7 +77,7 @@ def test_one_task_alone_equals_its_row_in_the_batch(kind, opt, eager):
     value = maybe_jit(meta_value)
     per_task = []
     for i in range(NUM_TASKS):
-        ts_i = jax.tree_util.tree_map(lambda x: x[i], state.tasks)
+        ts_i = jax.tree_util.tree_map(lambda x, i=i: x[i], state.tasks)
         if kind == "tbptt":
             with jax.disable_jit(eager):
                 (_, final), g_i = value_and_grad(flat, ts_i, task_keys[i])

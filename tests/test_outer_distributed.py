@@ -22,8 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from outer_train import TrainConfig
-from outer_train import distributed
+from outer_train import TrainConfig, distributed
 
 REPO = Path(__file__).resolve().parents[1]
 LR = 0.1

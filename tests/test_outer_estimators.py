@@ -10,7 +10,7 @@ import pytest
 
 from learned_opt.base import LearnedOptimizer
 from learned_opt.learnable_hand import LearnableSGD
-from outer_train import (ConstantSchedule, FixedTaskFamily, InnerProblem, make_estimator)
+from outer_train import ConstantSchedule, FixedTaskFamily, InnerProblem, make_estimator
 from tasks.families import QuadraticFamily
 from tasks.quadratic import QuadraticTask
 
@@ -66,8 +66,10 @@ def test_full_es_and_smoothed_rp_estimate_the_smoothed_gradient():
         kw = {"horizon": "full"} if kind == "smoothed_rp" else {}
         est = make_estimator(kind, prob, num_tasks=4, sigma=sigma, **kw)
         st = est.init(jax.random.PRNGKey(0), theta)
-        samples = np.asarray(jax.jit(jax.vmap(lambda k: est.estimate(theta, st, k, task_key)[0]["log_lr"]))(
-            eps_keys))
+
+        def log_lr_grad(k, est=est, st=st):
+            return est.estimate(theta, st, k, task_key)[0]["log_lr"]
+        samples = np.asarray(jax.jit(jax.vmap(log_lr_grad))(eps_keys))
         mean, se = samples.mean(), samples.std(ddof=1) / np.sqrt(len(samples))
         assert se < 0.25 * abs(target), (kind, se, target)  # the check has power
         assert abs(mean - target) < 4 * se, (kind, mean, target, se)
@@ -93,7 +95,8 @@ def _episode_sum(est, theta, key, num_unrolls):
 @pytest.mark.slow
 def test_pes_unbiased_where_truncation_is_biased():
     """SGD's log-lr on an ill-conditioned quadratic (κ = 100): averaged over whole episodes
-    (T = 39 updates = 10 truncations of K = 4), PES matches the full-horizon ES gradient, while truncated backprop and truncated ES are an order of magnitude too small."""
+    (T = 39 updates = 10 truncations of K = 4), PES matches the full-horizon ES gradient, while
+    truncated backprop and truncated ES are an order of magnitude too small."""
     T, K, N = 39, 4, 64
     task = QuadraticTask(dim=10, condition_number=100.0, scale=0.01, seed=0)
     prob = InnerProblem(FixedTaskFamily(task), LearnableSGD(1.0), ConstantSchedule(T), clip=(-10.0, 10.0))

@@ -13,8 +13,17 @@ import numpy as np
 import pytest
 
 from learned_opt.learnable_hand import LearnableSGD
-from outer_train import (ConstantSchedule, FixedTaskFamily, InnerProblem, TrainConfig,
-                         apply_overrides, make_estimator, preset, presets, train)
+from outer_train import (
+    ConstantSchedule,
+    FixedTaskFamily,
+    InnerProblem,
+    TrainConfig,
+    apply_overrides,
+    make_estimator,
+    preset,
+    presets,
+    train,
+)
 from outer_train.checkpointing import load_state
 from outer_train.cli import main as cli_main
 from tasks.base import Task
@@ -56,7 +65,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     run = [sys.executable, "-m", "learned_opt", "train"]
     subprocess.run(run + RUN_ARGS + ["--out", str(a), "--compile-cache", cache], check=True, env=_env(),
                    cwd=tmp_path, capture_output=True)
-    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT] + RUN_ARGS + ["--out", str(b), "--compile-cache", cache],
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, *RUN_ARGS, "--out", str(b), "--compile-cache", cache],
                             env=_env(), cwd=tmp_path, capture_output=True)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
@@ -117,8 +126,9 @@ def _template(config, lopt, est):
 
 def test_trainer_drops_nonfinite_meta_gradients():
     """An estimator that returns NaN on odd steps: those steps are not applied and are counted."""
-    from outer_train.trainer import make_outer_step
     import optax
+
+    from outer_train.trainer import make_outer_step
 
     def estimator(theta, state, key):
         bad = state % 2 == 1

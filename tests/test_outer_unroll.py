@@ -8,8 +8,7 @@ import optax
 import pytest
 
 from learned_opt.learnable_hand import LearnableAdam, LearnableSGD
-from outer_train import (ConstantSchedule, InnerProblem, LogUniformSchedule, initial_offsets,
-                         make_estimator)
+from outer_train import ConstantSchedule, InnerProblem, LogUniformSchedule, initial_offsets, make_estimator
 from tasks.families import QuadraticFamily
 
 
@@ -119,7 +118,7 @@ def test_vmap_equivalence():
     keys = jax.random.split(key, n)
     single = jax.jit(lambda t, s, k: prob.unroll_task(t, s, k, 7))
     for i in range(n):
-        take = lambda x: x[i]  # noqa: E731
+        take = lambda x, i=i: x[i]
         s_i, o_i = single(jax.tree_util.tree_map(take, theta_nb), jax.tree_util.tree_map(take, ts), keys[i])
         np.testing.assert_allclose(np.asarray(o_i.loss), np.asarray(out.loss[i]), rtol=1e-6)
         np.testing.assert_array_equal(np.asarray(o_i.reset), np.asarray(out.reset[i]))

@@ -91,7 +91,8 @@ def test_round_trip_preserves_values_order_dtypes_and_types(tree):
         assert np.dtype(a.dtype) == np.dtype(b.dtype)
         assert a.shape == b.shape
         # bitwise: float64 holds every float16/bfloat16/float32 value exactly (signed zeros too)
-        np.testing.assert_array_equal(np.asarray(a).reshape(-1).view(np.uint8), np.asarray(b).reshape(-1).view(np.uint8))
+        np.testing.assert_array_equal(np.asarray(a).reshape(-1).view(np.uint8),
+                                      np.asarray(b).reshape(-1).view(np.uint8))
     # the spec is a function of structure/shapes/dtypes only
     assert make_spec(back) == spec and hash(make_spec(back)) == hash(spec)
 

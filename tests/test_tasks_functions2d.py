@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import minimize as scipy_minimize
 
 from _tasks_testutil import check_grad_fd
-from tasks.functions2d import FUNCTIONS_2D, Function2DTask, function_names
+from tasks.functions2d import Function2DTask, function_names
 
 
 @pytest.mark.parametrize("name", [n for n in function_names() if n != "flower"])

@@ -108,8 +108,8 @@ def test_family_vmap_matches_loop(data):
             assert std == pytest.approx(float(cfgs["init_scale"][i]) * expected_std[name], rel=0.1)
         vg_loop = jax.jit(vg_one)  # unvectorized, one task at a time
         for i in range(n):
-            cfg_i = jax.tree.map(lambda x: x[i], cfgs)
-            p_i = jax.tree.map(lambda x: x[i], params)
+            cfg_i = jax.tree.map(lambda x, i=i: x[i], cfgs)
+            p_i = jax.tree.map(lambda x, i=i: x[i], params)
             v, g = vg_loop(p_i, cfg_i)
             np.testing.assert_allclose(vals[i], v, rtol=1e-9)
             for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)):
@@ -171,8 +171,8 @@ def test_conv_family_vmap_matches_loop(data):
         vals, grads = jax.jit(jax.vmap(vg_one))(params, cfgs)
         vg_loop = jax.jit(vg_one)
         for i in range(n):
-            cfg_i = jax.tree.map(lambda x: x[i], cfgs)
-            p_i = jax.tree.map(lambda x: x[i], params)
+            cfg_i = jax.tree.map(lambda x, i=i: x[i], cfgs)
+            p_i = jax.tree.map(lambda x, i=i: x[i], params)
             v, g = vg_loop(p_i, cfg_i)
             np.testing.assert_allclose(vals[i], v, rtol=1e-9)
             for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)):

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _tasks_testutil import check_grad_fd, to_f64
+from _tasks_testutil import check_grad_fd
 from tasks.families import QuadraticFamily
 from tasks.quadratic import QuadraticTask
 
@@ -87,7 +87,7 @@ def test_quadratic_family_vmap_matches_loop():
         vals, grads = jax.jit(jax.vmap(vg_one))(params, cfgs, loss_keys)
         sample_loop, init_loop, vg_loop = jax.jit(fam.sample), jax.jit(init_one), jax.jit(vg_one)
         for i in range(n):  # unvectorized: one member at a time
-            cfg_i = jax.tree.map(lambda x: x[i], cfgs)
+            cfg_i = jax.tree.map(lambda x, i=i: x[i], cfgs)
             single = sample_loop(keys[i])
             for k in cfg_i:
                 np.testing.assert_allclose(cfg_i[k], single[k], rtol=1e-10, atol=1e-12)

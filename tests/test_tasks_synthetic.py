@@ -9,12 +9,19 @@ import pytest
 
 from _tasks_testutil import check_grad_fd, to_f64, toy_image_datasets
 from tasks.augment import ReparamFamily, ReparamTask, sample_scales
-from tasks.families import ImageMLPFamily, QuadraticFamily
+from tasks.families import QuadraticFamily
 from tasks.image_mlp import ImageMLPTask
 from tasks.quadratic import QuadraticTask
 from tasks.registry import get_task, task_names
-from tasks.synthetic import (BowlTask, LogObjectiveTask, NormTask, RescaleTask,
-                             RosenbrockNDTask, SparseGradientTask, SparseSoftmaxRegressionTask)
+from tasks.synthetic import (
+    BowlTask,
+    LogObjectiveTask,
+    NormTask,
+    RescaleTask,
+    RosenbrockNDTask,
+    SparseGradientTask,
+    SparseSoftmaxRegressionTask,
+)
 
 
 def test_bowl_and_rosenbrock_optima():

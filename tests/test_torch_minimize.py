@@ -2,16 +2,15 @@
 products, results as tensors of x0's dtypes and key order, the same iterates as the JAX run."""
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 torch.set_num_threads(1)  # a spinning 2-thread pool is many times slower on a shared 2-core machine
 
-from learned_opt import minimize  # noqa: E402
-from learned_opt import _torch_bridge  # noqa: E402
+from learned_opt import _torch_bridge, minimize  # noqa: E402
 from learned_opt.pytree_vector import make_spec  # noqa: E402
 
 
