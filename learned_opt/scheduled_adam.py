@@ -79,8 +79,8 @@ class ScheduledAdamLOpt(LearnedOptimizer):
 
     def __init__(self, learning_rate: float = 3e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                  b3: float = 0.99, tensor_hidden: Sequence[int] = (32, 32), row_hidden: Sequence[int] = (8,),
-                 max_log_step: float = 6.0, max_correction: float | None = None, timescales: Sequence[float] = F.DEFAULT_TIMESCALES,
-                 row_chunk: int = F.DEFAULT_ROW_CHUNK):
+                 max_log_step: float = 6.0, max_correction: float | None = None,
+                 timescales: Sequence[float] = F.DEFAULT_TIMESCALES, row_chunk: int = F.DEFAULT_ROW_CHUNK):
         self.learning_rate = F.check_positive("learning_rate", learning_rate)
         self.b1, self.b2, self.b3 = F.check_floats_in("b1, b2, b3", [b1, b2, b3], 0.0, 1.0)
         self.eps = F.check_positive("eps", eps)

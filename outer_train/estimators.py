@@ -26,6 +26,13 @@ mean over the tasks whose estimate is finite (non-finite ones are dropped and co
   branch gradients; the variance of each mean, ``v = Σ_d Var_i(g_{i,d}) / N``, is measured from
   the population and ``g = (g_es/v_es + g_rp/v_rp) / (1/v_es + 1/v_rp)``.
 
+Each kind is a :class:`Strategy` (what to perturb, whether to backprop, what state persists, and
+``combine``: how the unroll's meta-losses, perturbations and gradients become per-task estimates)
+in the registry :data:`STRATEGIES`; :class:`GradientEstimator` owns everything they share (θ
+branches, the vectorized unroll, carried state, finite-masking, metrics). A new estimator is one
+``Strategy`` subclass, passed as ``GradientEstimator(kind=MyStrategy("name", perturb=...), ...)``
+or added to the registry.
+
 Metrics (scalars): ``meta_loss`` (mean normalized loss over valid steps), ``grad_var`` (variance of
 the returned mean estimate, summed over coordinates), ``frac_reset`` (fraction of tasks reset in
 this unroll), ``num_nonfinite`` (tasks whose estimate was dropped); hybrid adds ``var_es``,
@@ -36,15 +43,14 @@ training loss was NaN/inf — each such task is reset and its meta-loss clipped,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from outer_train.unroll import InnerProblem, TaskState
-
-ESTIMATORS = ("es", "pes", "tbptt", "smoothed_rp", "full_es", "full_grad", "hybrid")
 
 
 class EstimatorState(NamedTuple):
@@ -90,6 +96,97 @@ def _first_branch(ts: TaskState) -> TaskState:
                        init_loss=first(ts.init_loss))
 
 
+class Combine(NamedTuple):
+    """What a strategy's :meth:`Strategy.combine` sees after the unroll (task axis first)."""
+
+    eps: Any  # [N, D] perturbations (None for the gradient-only strategies)
+    values: jax.Array  # [N, B] per-branch meta-losses V
+    out: Any  # StepOutput with [N, K, ...] fields
+    w: jax.Array  # [N, K] per-step weights
+    grads_b: Any  # [N, B, D] per-branch gradients of V (None unless the strategy differentiates)
+    accum: Any  # [N, D] PES accumulated perturbations (None unless persistent)
+    sigma: jax.Array  # the perturbation standard deviation
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """One estimator kind: what it perturbs and how it combines the unroll into per-task gradients.
+
+    ``perturb``: ``"antithetic"`` (branches θ ± ε), ``"smoothing"`` (one branch θ + σ n) or
+    ``"none"``; ``differentiates``: backprop through the unroll; ``persistent``: both ± inner
+    states and the accumulated perturbations are carried (PES); ``full_horizon``: always whole
+    fresh trajectories; ``allows_full``: may be run with ``horizon="full"``. A new estimator is
+    one subclass overriding :meth:`combine` and one entry of :data:`STRATEGIES` (or pass the
+    instance as ``GradientEstimator(kind=...)``).
+    """
+
+    name: str
+    perturb: str = "none"
+    differentiates: bool = False
+    persistent: bool = False
+    full_horizon: bool = False
+    allows_full: bool = False
+
+    def combine(self, c: Combine) -> tuple[jax.Array, Any, dict]:
+        """``(per_task [N, D], new accum, extra metrics)``."""
+        raise NotImplementedError(f"estimator strategy {self.name!r} does not define combine()")
+
+
+def _antithetic_es(c: Combine) -> jax.Array:
+    return c.eps * ((c.values[:, 0] - c.values[:, 1]) / (2 * c.sigma ** 2))[:, None]
+
+
+class _ES(Strategy):
+    def combine(self, c):
+        return _antithetic_es(c), c.accum, {}
+
+
+class _PES(Strategy):
+    def combine(self, c):
+        diff = c.w * (c.out.meta[..., 0] - c.out.meta[..., 1])  # [N, K]
+        resets_before = (jnp.cumsum(c.out.reset, axis=1) - c.out.reset) > 0
+        c_all = jnp.sum(diff, axis=1)
+        c_old = jnp.sum(jnp.where(resets_before, 0.0, diff), axis=1)
+        per_task = (c_all[:, None] * c.eps + c_old[:, None] * c.accum) / (2 * c.sigma ** 2)
+        any_reset = jnp.any(c.out.reset, axis=1)
+        replaced = jnp.where(c.out.reset[:, -1][:, None], 0.0, c.eps)
+        accum = jnp.where(any_reset[:, None], replaced, c.accum + c.eps)
+        return per_task, accum, {}
+
+
+class _Backprop(Strategy):
+    def combine(self, c):
+        return c.grads_b[:, 0], c.accum, {}
+
+
+class _Hybrid(Strategy):
+    def combine(self, c):
+        g_es = _antithetic_es(c)
+        g_rp = jnp.mean(c.grads_b, axis=1)
+        ok = _tree_all_finite(g_es) & _tree_all_finite(g_rp)
+        _, var_es = _masked_mean_var(g_es, ok)
+        _, var_rp = _masked_mean_var(g_rp, ok)
+        tiny = jnp.asarray(1e-30, g_es.dtype)
+        p_es, p_rp = 1.0 / jnp.maximum(var_es, tiny), 1.0 / jnp.maximum(var_rp, tiny)
+        weight_es = p_es / (p_es + p_rp)
+        weight_es = jnp.where(jnp.isfinite(weight_es), weight_es, 0.5)
+        per_task = weight_es * g_es + (1.0 - weight_es) * g_rp
+        return per_task, c.accum, dict(var_es=var_es, var_rp=var_rp, weight_es=weight_es)
+
+
+#: The built-in estimator strategies by name (see the module docstring for their math).
+STRATEGIES: Mapping[str, Strategy] = MappingProxyType({s.name: s for s in (
+    _ES("es", perturb="antithetic"),
+    _PES("pes", perturb="antithetic", persistent=True),
+    _Backprop("tbptt", differentiates=True),
+    _Backprop("smoothed_rp", perturb="smoothing", differentiates=True, allows_full=True),
+    _ES("full_es", perturb="antithetic", full_horizon=True, allows_full=True),
+    _Backprop("full_grad", differentiates=True, full_horizon=True, allows_full=True),
+    _Hybrid("hybrid", perturb="antithetic", differentiates=True, allows_full=True),
+)})
+ESTIMATORS = tuple(STRATEGIES)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class GradientEstimator:
     """A meta-gradient estimator (see the module docstring for the math of each ``kind``).
@@ -104,7 +201,7 @@ class GradientEstimator:
     (values are unchanged).
     """
 
-    kind: str
+    kind: str | Strategy
     problem: InnerProblem
     num_tasks: int = 8
     unroll_length: int = 20
@@ -112,19 +209,24 @@ class GradientEstimator:
     random_offsets: bool = True
     horizon: str = "truncated"
     task_layout: Any = None
+    strategy: Strategy = dataclasses.field(init=False, repr=False)  # resolved from ``kind``
 
     def __post_init__(self):
-        if self.kind not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.kind!r}; expected one of {ESTIMATORS}")
+        if isinstance(self.kind, Strategy):
+            object.__setattr__(self, "strategy", self.kind)
+        elif isinstance(self.kind, str) and self.kind in STRATEGIES:
+            object.__setattr__(self, "strategy", STRATEGIES[self.kind])
+        else:
+            raise ValueError(f"unknown estimator {self.kind!r}; expected one of {ESTIMATORS} or a Strategy")
         for name in ("num_tasks", "unroll_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.kind in ("es", "pes", "full_es", "hybrid", "smoothed_rp") and not self.sigma > 0:
+        if self.strategy.perturb != "none" and not self.sigma > 0:
             raise ValueError(f"sigma must be > 0 for estimator {self.kind!r}, got {self.sigma!r}")
         if self.horizon not in ("truncated", "full"):
             raise ValueError(f"horizon must be 'truncated' or 'full', got {self.horizon!r}")
-        if self.horizon == "full" and self.kind not in ("smoothed_rp", "hybrid", "full_es", "full_grad"):
+        if self.horizon == "full" and not self.strategy.allows_full:
             raise ValueError(f"horizon='full' applies to smoothed_rp and hybrid (use full_es / full_grad "
                              f"for ES / backprop), not {self.kind!r}")
         if not isinstance(self.problem, InnerProblem):
@@ -140,15 +242,15 @@ class GradientEstimator:
     # --------------------------------------------------------------------------- properties
     @property
     def full_horizon(self) -> bool:
-        return self.kind in ("full_es", "full_grad") or self.horizon == "full"
+        return self.strategy.full_horizon or self.horizon == "full"
 
     @property
     def antithetic(self) -> bool:
-        return self.kind in ("es", "pes", "full_es", "hybrid")
+        return self.strategy.perturb == "antithetic"
 
     @property
     def differentiates(self) -> bool:
-        return self.kind in ("tbptt", "smoothed_rp", "full_grad", "hybrid")
+        return self.strategy.differentiates
 
     @property
     def num_branches(self) -> int:
@@ -157,7 +259,7 @@ class GradientEstimator:
     @property
     def state_branches(self) -> int:
         """Branches kept in the carried state (PES keeps both ±; the others keep one)."""
-        return 2 if self.kind == "pes" else 1
+        return 2 if self.strategy.persistent else 1
 
     @property
     def steps_per_call(self) -> int:
@@ -180,7 +282,8 @@ class GradientEstimator:
             return EstimatorState(tasks=None, accum=None, outer_step=jnp.zeros((), jnp.int32))
         tasks = self._per_task(self.problem.init_tasks(self._broadcast_theta(theta, self.state_branches), key,
                                                        jnp.zeros((), jnp.int32), self.random_offsets))
-        accum = self._per_task(jnp.zeros((self.num_tasks, flat.size), flat.dtype)) if self.kind == "pes" else None
+        accum = (self._per_task(jnp.zeros((self.num_tasks, flat.size), flat.dtype)) if self.strategy.persistent
+                 else None)
         return EstimatorState(tasks=tasks, accum=accum, outer_step=jnp.zeros((), jnp.int32))
 
     # ------------------------------------------------------------------------------ helpers
@@ -239,7 +342,7 @@ class GradientEstimator:
     def perturbations(self, eps_key: jax.Array, theta: Any) -> jax.Array | None:
         """The ``[N, D]`` perturbations ε (σ·N(0, I)) a call with this ``eps_key`` uses (None if none)."""
         flat, _ = ravel_pytree(theta)
-        if not (self.antithetic or self.kind == "smoothed_rp"):
+        if self.strategy.perturb == "none":
             return None
         sigma = jnp.asarray(self.sigma, flat.dtype)
         return sigma * jax.random.normal(eps_key, (self.num_tasks, flat.size), flat.dtype)
@@ -276,7 +379,7 @@ class GradientEstimator:
         eps = None if eps is None else self._per_task(eps)
         if self.antithetic:
             flat_nb = jnp.stack([flat + eps, flat - eps], axis=1)
-        elif self.kind == "smoothed_rp":
+        elif self.strategy.perturb == "smoothing":
             flat_nb = (flat + eps)[:, None]
         else:
             flat_nb = jnp.broadcast_to(flat, (n, 1, d))
@@ -290,36 +393,8 @@ class GradientEstimator:
             _, (values, new_ts, out, w) = objective(flat_nb)
             grads_b: Any = None
 
-        metrics = {}
-        accum: Any = state.accum
-        if self.kind in ("es", "full_es", "hybrid"):
-            g_es = eps * ((values[:, 0] - values[:, 1]) / (2 * sigma ** 2))[:, None]
-        if self.kind == "pes":
-            diff = w * (out.meta[..., 0] - out.meta[..., 1])  # [N, K]
-            resets_before = (jnp.cumsum(out.reset, axis=1) - out.reset) > 0
-            c_all = jnp.sum(diff, axis=1)
-            c_old = jnp.sum(jnp.where(resets_before, 0.0, diff), axis=1)
-            per_task = (c_all[:, None] * eps + c_old[:, None] * accum) / (2 * sigma ** 2)
-            any_reset = jnp.any(out.reset, axis=1)
-            reset_last = out.reset[:, -1]
-            replaced = jnp.where(reset_last[:, None], 0.0, eps)
-            accum = jnp.where(any_reset[:, None], replaced, accum + eps)
-        elif self.kind in ("es", "full_es"):
-            per_task = g_es
-        elif self.kind in ("tbptt", "smoothed_rp", "full_grad"):
-            per_task = grads_b[:, 0]
-        else:  # hybrid
-            g_rp = jnp.mean(grads_b, axis=1)
-            ok = _tree_all_finite(g_es) & _tree_all_finite(g_rp)
-            mean_es, var_es = _masked_mean_var(g_es, ok)
-            mean_rp, var_rp = _masked_mean_var(g_rp, ok)
-            tiny = jnp.asarray(1e-30, flat.dtype)
-            p_es, p_rp = 1.0 / jnp.maximum(var_es, tiny), 1.0 / jnp.maximum(var_rp, tiny)
-            weight_es = p_es / (p_es + p_rp)
-            weight_es = jnp.where(jnp.isfinite(weight_es), weight_es, 0.5)
-            per_task = weight_es * g_es + (1.0 - weight_es) * g_rp
-            metrics.update(var_es=var_es, var_rp=var_rp, weight_es=weight_es)
-
+        per_task, accum, metrics = self.strategy.combine(
+            Combine(eps=eps, values=values, out=out, w=w, grads_b=grads_b, accum=state.accum, sigma=sigma))
         ok = _tree_all_finite(per_task) & jnp.all(jnp.isfinite(values), axis=1)
         grad, var = _masked_mean_var(per_task, ok)
         valid = (w > 0)[..., None] & jnp.ones_like(out.meta, bool)

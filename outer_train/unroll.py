@@ -53,7 +53,6 @@ import optax
 from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets
 from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-exported)
 
-
 META_WEIGHTINGS = ("uniform", "linear")
 
 

@@ -185,3 +185,39 @@ def test_adamw_outer_optimizer_decays_weights():
 def test_bad_outer_settings_name_the_key(key, value, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{key: value})
+
+
+# ------------------------------------------------------------------------ estimator strategies
+def test_a_new_estimator_is_one_strategy_class():
+    """A user-defined strategy (VeLO-style sign of the antithetic difference) plugs in without
+    touching the estimator; one that re-implements ES reproduces the built-in ES exactly."""
+    from outer_train.estimators import STRATEGIES, Strategy
+
+    class MyES(Strategy):
+        def combine(self, c):
+            return c.eps * ((c.values[:, 0] - c.values[:, 1]) / (2 * c.sigma ** 2))[:, None], c.accum, {}
+
+    class SignES(Strategy):
+        def combine(self, c):
+            return c.eps * jnp.sign(c.values[:, 0] - c.values[:, 1])[:, None] / c.sigma, c.accum, {}
+
+    lopt = get_optimizer("sgd", learning_rate=0.05)
+    prob = InnerProblem(FixedTaskFamily(_Quadratic()), lopt, ConstantSchedule(8), normalizer="none")
+    theta = lopt.init(jax.random.PRNGKey(0))
+    keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3))
+
+    def grad_of(kind):
+        est = make_estimator(kind, prob, num_tasks=3, unroll_length=4, sigma=0.01)
+        state = est.init(jax.random.PRNGKey(1), theta)
+        return est, jax.tree_util.tree_leaves(est.estimate(theta, state, *keys)[0])[0]
+
+    _, ref = grad_of("es")
+    est, mine = grad_of(MyES("my_es", perturb="antithetic"))
+    np.testing.assert_array_equal(np.asarray(mine), np.asarray(ref))
+    assert est.antithetic and not est.differentiates and est.state_branches == 1
+    est_s, sign = grad_of(SignES("sign_es", perturb="antithetic"))
+    eps = est_s.perturbations(keys[0], theta)
+    assert np.all(np.abs(np.asarray(sign)) <= np.max(np.abs(np.asarray(eps))) / 0.01 + 1e-6)
+    assert "my_es" not in STRATEGIES  # nothing global was mutated
+    with pytest.raises(ValueError, match="unknown estimator"):
+        make_estimator("ess", prob)
