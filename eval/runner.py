@@ -181,7 +181,15 @@ def prepare_task(task: Any, num_steps: int, *, name: Optional[str] = None,
 def _inputs_program(setup: TaskSetup):
     """``seeds [S] -> (params0, batch indices [S, T, B], loss keys [S, T, 2])`` as one compiled
     program: ``k_init, k_run = split(PRNGKey(seed))``, ``params0 = task.init(k_init)``, step ``t``
-    draws ``kb, kl = split(fold_in(k_run, t))`` and indices uniform with replacement from ``kb``."""
+    draws ``kb, kl = split(fold_in(k_run, t))`` and indices uniform with replacement from ``kb``.
+
+    ``task.init`` runs one seed at a time (``lax.map``), never ``vmap``-ed: a batched QR (the
+    orthogonal initializer) is a LAPACK custom call that splits its batch over XLA's intra-op
+    thread pool and blocks until the pieces finish; two such calls running concurrently (the
+    layers' inits are independent) occupy both threads of a 2-core machine while their pieces sit
+    in the queue -- a deadlock (seen on ``ood_size/mlp-300004``: the process sleeping forever in
+    ``jax::ParallelBatchMap``). Unbatched, the call runs inline. The values are the same.
+    """
     task, T = setup.task, setup.num_steps
     n = 0 if setup.train_arrays is None else next(iter(setup.train_arrays.values())).shape[0]
     bs = setup.batch_size if setup.minibatch else 0
@@ -195,9 +203,13 @@ def _inputs_program(setup: TaskSetup):
             return idx, kl
 
         idx, keys = jax.vmap(step)(jnp.arange(T))
-        return task.init(k_init), idx, keys
+        return k_init, idx, keys
 
-    return jax.jit(jax.vmap(one))
+    def program(seeds):
+        k_init, idx, keys = jax.vmap(one)(seeds)
+        return jax.lax.map(task.init, k_init), idx, keys
+
+    return jax.jit(program)
 
 
 def seed_inputs(setup: TaskSetup, seeds: Sequence[int]) -> tuple:

@@ -191,3 +191,61 @@ def test_checkpoint_method_is_the_saved_optimizer(tmp_path):
         from_checkpoint(str(tmp_path / "missing.lopt"))
     with pytest.raises(ValueError, match="unknown learned optimizer"):
         untrained_learned("nope")
+
+
+def test_diverging_lane_is_reported_diverged_and_leaves_healthy_lanes_unchanged():
+    """SGD + momentum at a huge rate explodes on a quadratic inside the same vmapped program as a
+    healthy rate: the exploding lane is recorded as diverged (non-finite, scored as a loss with
+    normalized loss 2) and the healthy lane is bit-for-bit what it is next to another healthy lane
+    (same program shape: a different number of lanes may round differently)."""
+    from eval import metrics, scoring
+    from eval.protocol import Protocol
+    from tasks.quadratic import QuadraticTask
+
+    q = QuadraticTask(dim=6, condition_number=50.0)
+    T, seeds = 60, [0, 1]
+    setup = prepare_task(q, T)
+    both = run_method(q, baselines.hand_sweep("sgdm", (0.01, 1e3), name="sgdm_pair"), T, seeds=seeds, setup=setup)
+    alone = run_method(q, baselines.hand_sweep("sgdm", (0.01, 0.02), name="sgdm_ok"), T, seeds=seeds, setup=setup)
+    for c_both, c_alone in zip(both.curves[0], alone.curves[0]):
+        for obj in ("train", "valid", "test"):
+            np.testing.assert_array_equal(c_both.objective(obj), c_alone.objective(obj))
+        assert not c_both.diverged
+    assert all(c.diverged for c in both.curves[1])
+    assert both.chosen == 0  # the healthy rate is selected
+
+    # a method that *is* that diverging setting: counted diverged, scored 2, a loss
+    runs = {"adam": run_method(q, baselines.adam_sweep((0.01, 0.1)), T, seeds=seeds, setup=setup),
+            "boom": run_method(q, baselines.hand_sweep("sgdm", (1e3,), name="boom"), T, seeds=seeds, setup=setup)}
+    ts = scoring.score_task("q", "fixed", T, runs, ["adam"], Protocol(baselines=("adam",)))
+    boom = ts.runs["boom"]
+    assert boom.diverged_runs == len(seeds)
+    assert all(s.norm_final_test == metrics.NORM_CLIP for s in boom.seeds)
+    assert ts.comparisons["boom"]["adam"].outcome == "loss"
+
+
+def test_inputs_program_never_batches_task_init():
+    """``task.init`` runs unbatched in the seed-inputs program (a batched QR custom call, as the
+    orthogonal initializer makes, can deadlock XLA's intra-op pool on 2 cores), and the initial
+    parameters are those of ``init_params`` seed by seed."""
+    from eval.runner import _inputs_program, seed_inputs
+    from tasks.image_mlp import ImageMLPTask
+
+    task = ImageMLPTask(dataset="digits", hidden_sizes=(40, 40), w_init="orthogonal")
+    setup = prepare_task(task, 5)
+    seeds = [0, 1, 2]
+    jaxpr = jax.make_jaxpr(_inputs_program(setup))(jnp.asarray(seeds, jnp.uint32))
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            yield eqn
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                yield from walk(sub)
+
+    qr = [e for e in walk(jaxpr.jaxpr) if e.primitive.name in ("geqrf", "householder_product", "qr", "orgqr")]
+    assert qr, "the orthogonal initializer should contain a QR"
+    assert all(v.aval.ndim == 2 for e in qr for v in e.invars), [[v.aval.shape for v in e.invars] for e in qr]
+    params0 = seed_inputs(setup, seeds)[0]
+    for i, s in enumerate(seeds):
+        for a, b in zip(jax.tree_util.tree_leaves(params0), jax.tree_util.tree_leaves(init_params(task, s))):
+            np.testing.assert_array_equal(np.asarray(a[i]), np.asarray(b))
