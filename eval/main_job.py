@@ -49,7 +49,7 @@ QUICK_STEPS = 50
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="learned-opt run", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="learned-opt run", description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--quick", action="store_true", help="~3-minute smoke version of the whole job")
     p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
@@ -167,7 +167,8 @@ def render_report(config: dict, training: dict, q: dict, eval_markdown: str) -> 
         "Adam, tuned Adam + cosine decay, tuned SGD + momentum and L-BFGS-B.", "",
         "## Meta-training", "",
         f"{training['outer_steps']} outer steps in total{resumed}.", "",
-        "| outer steps | wall time (this session) | compile | inner steps/s | meta-loss (first 10 → last 10) | dropped steps |",
+        "| outer steps | wall time (this session) | compile | inner steps/s | "
+        "meta-loss (first 10 → last 10) | dropped steps |",
         "|---:|---:|---:|---:|---|---:|",
         f"| {training['outer_steps']} | {training['wall_seconds'] / 60:.1f} min | "
         f"{training['compile_seconds']:.0f} s | {training['inner_steps_per_second']:.0f} | "
@@ -178,7 +179,8 @@ def render_report(config: dict, training: dict, q: dict, eval_markdown: str) -> 
         "## Quality check", "",
         *_quality_rows(q), "",
         "| target | measured | met |", "|---|---:|:---:|",
-        f"| wins vs tuned Adam, in-distribution ≥ 50% | {_pct(ind.get('win_rate'))} | {_yes(t['indist_wins_vs_adam>=0.5'])} |",
+        f"| wins vs tuned Adam, in-distribution ≥ 50% | {_pct(ind.get('win_rate'))} | "
+        f"{_yes(t['indist_wins_vs_adam>=0.5'])} |",
         f"| wins vs tuned Adam, OOD ≥ 40% | {_pct(ood.get('win_rate'))} | {_yes(t['ood_wins_vs_adam>=0.4'])} |",
         f"| no diverged runs at 5× / 10× the horizon | {hz_txt} | {_yes(t['no_divergence_at_5x_10x_horizon'])} |",
         "", "## Evaluation — [full report](eval/report.md)", "", eval_markdown, "",
