@@ -19,6 +19,13 @@ several ``τ`` and the fraction of training done ``t/T``, ``1 - t/T`` when the h
 normalized-loss features of the current loss (:func:`learned_opt.features.loss_features`) and
 statistics of the tensor (log RMS of its parameters, the gradient signal-to-noise ratio
 ``rms(m̂) / rms(sqrt(v̂))``, the cosine between ``g`` and the previous momentum, log size).
+With ``trust_features=True`` the context also holds a trust-region signal (the ratio of the
+actual to the predicted decrease of the last step, which a fixed-learning-rate method cannot
+see): with ``P = Σ_i g_{t-1,i} u_{t-1,i}`` (the first-order predicted change of the previous
+update, ≤ 0) and ``ρ = (L_t - L_{t-1}) / P``, the features are ``tanh(ρ)`` and its moving
+average at decay 0.9 (``ρ ≈ 1``: the step is in the linear regime, room to grow; ``ρ < 0``: the
+loss rose, the step overshot). Both are 0 at the first step and whenever no loss is passed.
+
 ``h_θ`` is a per-parameter MLP over ``[d_i, m̂_i/sqrt(v̂_i), q_i/sqrt(v̂_i), g_i/sqrt(v̂_i), w_i]``,
 each column divided by its RMS over the tensor, plus the same context projected into its first
 layer. The last layers of both networks start at zero, so at the initial θ ``s_j = r_i = 0`` and
@@ -58,6 +65,37 @@ class ScheduledAdamState(NamedTuple):
     loss_stats: F.LossStats
 
 
+class ScheduledAdamTrustState(NamedTuple):
+    """:class:`ScheduledAdamState` plus the trust-ratio statistics (``trust_features=True``)."""
+
+    count: jax.Array
+    m: jax.Array
+    v: jax.Array
+    q: jax.Array
+    loss_stats: F.LossStats
+    prev_loss: jax.Array  # L_{t-1} (0 before the first loss)
+    predicted: jax.Array  # P = Σ g·u of the previous update
+    rho_ema: jax.Array  # moving average of tanh(ρ)
+
+
+NUM_TRUST_FEATURES = 2
+TRUST_DECAY = 0.9
+
+
+def trust_features(state: ScheduledAdamTrustState, loss: jax.Array | None, dtype) -> tuple[jax.Array, jax.Array]:
+    """``([tanh ρ, ema'], ema')``: ``ρ = (L_t - L_{t-1}) / P`` (0 at the first step, without a
+    loss, or when anything is non-finite); ``ema'`` the updated moving average."""
+    if loss is None:
+        return jnp.zeros((NUM_TRUST_FEATURES,), dtype), state.rho_ema
+    loss = jnp.asarray(loss, dtype)
+    denom = jnp.minimum(state.predicted, -1e-30)  # P ≤ 0 for a descent step; never divide by 0
+    rho = jnp.tanh((loss - state.prev_loss) / denom)
+    ok = (state.count > 0) & jnp.isfinite(rho)
+    rho = jnp.where(ok, rho, 0.0)
+    ema = jnp.where(ok, TRUST_DECAY * state.rho_ema + (1 - TRUST_DECAY) * rho, state.rho_ema)
+    return jnp.stack([rho, ema]).astype(dtype), ema
+
+
 class ScheduledAdamLOpt(LearnedOptimizer):
     """Adam with a learned per-tensor step-size schedule and per-parameter correction.
 
@@ -69,6 +107,7 @@ class ScheduledAdamLOpt(LearnedOptimizer):
         correction, ``r = 0``).
       max_log_step: ``S``, bound of the learned log step change (``exp(±S)`` around ``lr0``).
       max_correction: ``C``, bound of the per-parameter correction ``|r_i|`` (``None``: unbounded).
+      trust_features: add the trust-ratio features (actual ÷ predicted decrease) to the context.
       timescales: time scales ``τ`` of the ``tanh(t/τ)`` features.
       row_chunk: rows per chunk of the correction network (a speed knob only).
     """
@@ -80,7 +119,8 @@ class ScheduledAdamLOpt(LearnedOptimizer):
     def __init__(self, learning_rate: float = 3e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                  b3: float = 0.99, tensor_hidden: Sequence[int] = (32, 32), row_hidden: Sequence[int] = (8,),
                  max_log_step: float = 6.0, max_correction: float | None = None,
-                 timescales: Sequence[float] = F.DEFAULT_TIMESCALES, row_chunk: int = F.DEFAULT_ROW_CHUNK):
+                 timescales: Sequence[float] = F.DEFAULT_TIMESCALES, row_chunk: int = F.DEFAULT_ROW_CHUNK,
+                 trust_features: bool = False):
         self.learning_rate = F.check_positive("learning_rate", learning_rate)
         self.b1, self.b2, self.b3 = F.check_floats_in("b1, b2, b3", [b1, b2, b3], 0.0, 1.0)
         self.eps = F.check_positive("eps", eps)
@@ -92,17 +132,21 @@ class ScheduledAdamLOpt(LearnedOptimizer):
         self.max_correction = None if max_correction is None else F.check_positive("max_correction", max_correction)
         self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
         self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
+        if not isinstance(trust_features, bool):
+            raise TypeError(f"trust_features must be True or False, got {trust_features!r}")
+        self.trust_features = trust_features
 
     @property
     def num_context(self) -> int:
-        return F.num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS
+        trust = NUM_TRUST_FEATURES if self.trust_features else 0
+        return F.num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust
 
     def config(self) -> dict:
         return {"learning_rate": self.learning_rate, "b1": self.b1, "b2": self.b2, "eps": self.eps,
                 "b3": self.b3, "tensor_hidden": list(self.tensor_hidden), "row_hidden": list(self.row_hidden),
                 "max_log_step": self.max_log_step, "max_correction": self.max_correction,
-                "timescales": list(self.timescales),
-                "row_chunk": self.row_chunk}
+                "timescales": list(self.timescales), "row_chunk": self.row_chunk,
+                "trust_features": self.trust_features}
 
     def init(self, key: jax.Array) -> Theta:
         k_t, k_r = jax.random.split(key)
@@ -125,14 +169,17 @@ class ScheduledAdamLOpt(LearnedOptimizer):
             raise ValueError(f"{owner}: theta['t_w0'] has shape {jnp.shape(theta['t_w0'])}, expected "
                              f"{(self.num_context, self.tensor_hidden[0])}")
 
-    def _context(self, state: ScheduledAdamState, loss: jax.Array, g, m, m_hat, v_hat, p,
-                 layout: F.FlatLayout, num_steps: int | jax.Array | None) -> jax.Array:
-        """Per-tensor context ``(T, C)``: time, loss and tensor-statistic features."""
+    def _context(self, state: ScheduledAdamState | ScheduledAdamTrustState, loss: jax.Array | None, g, m,
+                 m_hat, v_hat, p, layout: F.FlatLayout, num_steps: int | jax.Array | None,
+                 trust: jax.Array | None = None) -> jax.Array:
+        """Per-tensor context ``(T, C)``: time, loss (and trust) and tensor-statistic features."""
         dt = layout.dtype
         n_t = layout.num_tensors
         tf = F.time_features(state.count, num_steps, self.timescales, dt)
         lf = F.loss_features(state.loss_stats, loss) if loss is not None else jnp.zeros(len(LOSS_DECAYS) + 1, dt)
-        shared = jnp.broadcast_to(jnp.concatenate([tf, lf.astype(dt)]), (n_t, tf.shape[0] + lf.shape[0]))
+        parts = [tf, lf.astype(dt)] + ([] if trust is None else [trust])
+        glob = jnp.concatenate(parts)
+        shared = jnp.broadcast_to(glob, (n_t, glob.shape[0]))
 
         def rms(x):
             return _sqrt(F.segment_mean(jnp.square(x), layout))
@@ -157,8 +204,12 @@ class ScheduledAdamLOpt(LearnedOptimizer):
         def init_fn(params):
             layout = F.layout_of(params, self.row_chunk)
             z = jnp.zeros((layout.padded,), layout.dtype)
-            return ScheduledAdamState(jnp.zeros([], jnp.int32), z, jnp.zeros_like(z), jnp.zeros_like(z),
-                                      F.init_loss_stats(len(LOSS_DECAYS), layout.dtype))
+            base = (jnp.zeros([], jnp.int32), z, jnp.zeros_like(z), jnp.zeros_like(z),
+                    F.init_loss_stats(len(LOSS_DECAYS), layout.dtype))
+            if self.trust_features:
+                zero = jnp.zeros([], layout.dtype)
+                return ScheduledAdamTrustState(*base, prev_loss=zero, predicted=zero, rho_ema=zero)
+            return ScheduledAdamState(*base)
 
         def update_fn(grads, state, params=None, **extra):
             if params is None:
@@ -175,7 +226,9 @@ class ScheduledAdamLOpt(LearnedOptimizer):
             m_hat = m / (1 - jnp.asarray(b1, layout.dtype) ** t)
             v_hat = v / (1 - jnp.asarray(b2, layout.dtype) ** t)
             d = m_hat / (_sqrt(v_hat) + eps)
-            ctx = self._context(state, loss, g, m, m_hat, v_hat, p, layout, num_steps)
+            trust, rho_ema = (trust_features(state, loss, layout.dtype) if self.trust_features  # type: ignore[arg-type]
+                              else (None, None))
+            ctx = self._context(state, loss, g, m, m_hat, v_hat, p, layout, num_steps, trust)
             raw = F.mlp_apply({k[2:]: v for k, v in theta.items() if k.startswith("t_")}, ctx, n_tl)[:, 0]
             log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
             direction = d
@@ -196,6 +249,11 @@ class ScheduledAdamLOpt(LearnedOptimizer):
             lr = self.learning_rate * jnp.exp(F.segment_broadcast(log_step, layout))
             step = (-lr * direction).astype(layout.dtype)
             stats = state.loss_stats if loss is None else F.update_loss_stats(state.loss_stats, loss, loss_decays)
+            if self.trust_features:
+                prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)
+                new_state = ScheduledAdamTrustState(count, m, v, q, stats, prev_loss=prev_loss,
+                                                    predicted=jnp.sum(g * step), rho_ema=rho_ema)
+                return F.unflatten(step, layout), new_state
             return F.unflatten(step, layout), ScheduledAdamState(count, m, v, q, stats)
 
         return F.as_extra_args(init_fn, update_fn)

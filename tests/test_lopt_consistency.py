@@ -78,9 +78,9 @@ def _close(actual, ref, rtol: float, what: str) -> None:
         assert err <= rtol * scale, f"{what}: leaf {key!r} differs by {err:.3g} (scale {scale:.3g}, rtol {rtol})"
 
 
-def _check_all_modes(name: str, dtype) -> None:
+def _check_all_modes(name: str, dtype, **kwargs) -> None:
     rtol = RTOL[dtype]
-    lopt = get_optimizer(name)
+    lopt = get_optimizer(name, **kwargs)
     theta = _cast_theta(lopt.init(jax.random.PRNGKey(0)), dtype)
     # a second θ (perturbed), so the θ-vmap has two genuinely different rows
     leaves, treedef = jax.tree_util.tree_flatten(theta)
@@ -116,6 +116,12 @@ def _check_all_modes(name: str, dtype) -> None:
 @pytest.mark.parametrize("name", optimizer_names())
 def test_modes_agree_float32(name):
     _check_all_modes(name, jnp.float32)
+
+
+@pytest.mark.parametrize("name,kwargs", [("scheduled_adam", {"trust_features": True}),
+                                         ("hierarchical", {"output": "nominal_adam"})])
+def test_modes_agree_float32_variants(name, kwargs):
+    _check_all_modes(name, jnp.float32, **kwargs)
 
 
 @pytest.mark.slow  # ~6 min of compilation for all optimizers on a shared 2-core machine

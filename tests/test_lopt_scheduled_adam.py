@@ -102,3 +102,47 @@ def test_rejects_bad_config_and_theta():
     theta = lopt.init(jax.random.PRNGKey(0))
     with pytest.raises((KeyError, ValueError)):
         lopt.opt_fn({k: v for k, v in theta.items() if k != "t_w0"})
+
+
+def test_trust_features_at_initial_theta_is_still_adam():
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, trust_features=True)
+    theta = lopt.init(jax.random.PRNGKey(3))
+    params, loss = _problem()
+    ours = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
+    ref = _run(optax.adam(0.01), params, loss)
+    for u, r in zip(ours, ref):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
+    assert lopt.config()["trust_features"] is True
+    assert lopt.num_context == ScheduledAdamLOpt().num_context + 2
+
+
+@pytest.mark.parametrize("lr,expect", [(1e-4, "linear"), (30.0, "overshoot")])
+def test_trust_ratio_reads_actual_over_predicted_decrease(lr, expect):
+    """On ``f(x) = ½ Σ c_i x_i²`` a tiny Adam step decreases the loss by ≈ its first-order
+    prediction (ρ ≈ 1); a huge one makes it rise (ρ < 0). The reference ρ is computed by hand."""
+    from learned_opt.scheduled_adam import trust_features
+
+    c = jnp.asarray([1.0, 3.0, 10.0])
+
+    def f(p):
+        return 0.5 * jnp.sum(c * p["x"] ** 2)
+
+    lopt = ScheduledAdamLOpt(learning_rate=lr, trust_features=True)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)), num_steps=10)
+    params = {"x": jnp.asarray([1.0, -2.0, 0.5])}
+    state = opt.init(params)
+    l0, g0 = jax.value_and_grad(f)(params)
+    u0, state = opt.update(g0, state, params, loss=l0)
+    params1 = optax.apply_updates(params, u0)
+    l1 = f(params1)
+    feats, _ = trust_features(state, l1, jnp.float32)
+    rho_ref = (float(l1) - float(l0)) / float(jnp.sum(g0["x"] * u0["x"]))
+    np.testing.assert_allclose(float(feats[0]), np.tanh(rho_ref), rtol=1e-4, atol=1e-6)
+    if expect == "linear":
+        assert abs(rho_ref - 1.0) < 0.01
+    else:
+        assert rho_ref < 0
+    # the first step has no previous loss: both features are 0
+    first, _ = trust_features(opt.init(params), l0, jnp.float32)
+    assert np.all(np.asarray(first) == 0.0)
