@@ -11,7 +11,7 @@ import pytest
 import learned_opt
 import tasksets
 
-NAMES = ("mlp", "hierarchical")
+NAMES = ("mlp", "hierarchical", "scheduled")
 
 
 def _heldout_task(family: str):
