@@ -29,8 +29,8 @@ def test_run_quick_end_to_end(tmp_path):
         assert (out / "eval" / f"{suite}_curves.png").stat().st_size > 1000
         assert (out / "eval" / f"{suite}_final.png").stat().st_size > 1000
         names = [m["name"] for m in res["methods"]] + [b["name"] for b in res["baselines"]]
-        assert names == ["learned-mlp", "adam", "adam_cosine", "sgdm", "L-BFGS-B"]
-        assert set(ev["summary"][suite]["learned-mlp"]) >= {"wins", "ties", "losses", "win_rate_ci95"}
+        assert names == ["learned-scheduled_adam", "adam", "adam_cosine", "sgdm", "L-BFGS-B"]
+        assert set(ev["summary"][suite]["learned-scheduled_adam"]) >= {"wins", "ties", "losses", "win_rate_ci95"}
         section = report.split(f"## Suite `{suite}`")[1]
         for name in names:
             assert f"| {name} |" in section, (suite, name)
@@ -38,7 +38,7 @@ def test_run_quick_end_to_end(tmp_path):
     # the checkpoint is a loadable learned optimizer
     import learned_opt
     lopt, theta = learned_opt.load(out / "checkpoint.lopt")
-    assert type(lopt).__name__ == "MLPLOpt"
+    assert type(lopt).__name__ == "ScheduledAdamLOpt"
     # a second run on the same directory says it resumes, and from which step
     proc2 = subprocess.run([sys.executable, "-m", "learned_opt", "run", "--quick", "--budget", "1",
                             "--out", str(out), "--no-progress"],
