@@ -1,35 +1,12 @@
 """HierarchicalLOpt with the nominal-Adam output: Adam at its initial θ, bounded learned parts."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from _lopt_testutil import run_updates
+from _lopt_testutil import toy_problem as _problem
 from learned_opt.hierarchical_lopt import HierarchicalLOpt
-
-
-def _problem(seed=0):
-    rng = np.random.default_rng(seed)
-    params = {"w": jnp.asarray(rng.standard_normal((7, 5)), jnp.float32), "b": jnp.zeros(5),
-              "s": jnp.asarray(2.0)}
-    x = jnp.asarray(rng.standard_normal((16, 7)), jnp.float32)
-
-    def loss(p):
-        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) * p["s"] - 0.5) ** 2)
-
-    return params, loss
-
-
-def _run(opt, params, loss, steps=12):
-    state = opt.init(params)
-    upd = jax.jit(opt.update)
-    out = []
-    for _ in range(steps):
-        value, g = jax.value_and_grad(loss)(params)
-        u, state = upd(g, state, params, loss=value)
-        out.append(u)
-        params = optax.apply_updates(params, u)
-    return out
 
 
 @pytest.mark.parametrize("lr", [1e-3, 0.01, 0.3])
@@ -37,8 +14,8 @@ def test_nominal_output_at_initial_theta_is_adam(lr):
     lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=lr)
     theta = lopt.init(jax.random.PRNGKey(1))
     params, loss = _problem()
-    ours = _run(lopt.opt_fn(theta, num_steps=12), params, loss)
-    ref = _run(optax.adam(lr, b1=0.9, b2=lopt.second_moment_decay, eps=lopt.eps), params, loss)
+    ours = run_updates(lopt.opt_fn(theta, num_steps=12), params, loss)
+    ref = run_updates(optax.adam(lr, b1=0.9, b2=lopt.second_moment_decay, eps=lopt.eps), params, loss)
     for u, r in zip(ours, ref):
         for k in u:
             np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7 * lr)
@@ -49,7 +26,7 @@ def test_nominal_output_learned_parts_are_bounded():
     theta = lopt.init(jax.random.PRNGKey(0))
     big = {k: v + 50.0 * jax.random.normal(jax.random.PRNGKey(i), v.shape) for i, (k, v) in enumerate(theta.items())}
     params, loss = _problem(2)
-    for u in _run(lopt.opt_fn(big, num_steps=12), params, loss, steps=4):
+    for u in run_updates(lopt.opt_fn(big, num_steps=12), params, loss, steps=4):
         for k in u:
             # |d| <= ~1/(1-b1) for Adam's bias-corrected direction; r, exp(s) bounded
             bound = 0.01 * np.exp(2.0) * (1.0 / (1 - 0.9) + 0.5)

@@ -5,31 +5,9 @@ import numpy as np
 import optax
 import pytest
 
+from _lopt_testutil import run_updates as _run
+from _lopt_testutil import toy_problem as _problem
 from learned_opt.scheduled_adam import ScheduledAdamLOpt
-
-
-def _problem(seed=0):
-    rng = np.random.default_rng(seed)
-    params = {"w": jnp.asarray(rng.standard_normal((7, 5)), jnp.float32), "b": jnp.zeros(5),
-              "s": jnp.asarray(2.0)}
-    x = jnp.asarray(rng.standard_normal((16, 7)), jnp.float32)
-
-    def loss(p):
-        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) * p["s"] - 0.5) ** 2)
-
-    return params, loss
-
-
-def _run(opt, params, loss, steps=15, jit=True):
-    state = opt.init(params)
-    upd = jax.jit(opt.update) if jit else opt.update
-    out = []
-    for _ in range(steps):
-        l, g = jax.value_and_grad(loss)(params)
-        u, state = upd(g, state, params, loss=l)
-        out.append(u)
-        params = optax.apply_updates(params, u)
-    return out
 
 
 @pytest.mark.parametrize("lr,row_hidden", [(3e-3, (8,)), (0.05, ()), (1e-4, (4, 4))])
