@@ -14,6 +14,7 @@ import os
 from typing import Any, Mapping
 
 from outer_train.estimators import ESTIMATORS
+from outer_train.unroll import META_WEIGHTINGS
 
 TASK_KINDS = ("quadratic", "image_mlp", "taskset_mixture")
 
@@ -134,7 +135,7 @@ class TrainConfig:
         choice("normalizer", ("initial", "none", "taskset"))
         choice("outer_optimizer", ("adam", "adamw", "sgd"))
         choice("outer_lr_schedule", ("constant", "warmup_cosine"))
-        choice("meta_weighting", ("uniform", "linear"))
+        choice("meta_weighting", META_WEIGHTINGS)
         choice("reparam", ("none", "global", "tensor"))
         rr = self.reparam_range
         if not isinstance(rr, (list, tuple)) or len(rr) != 2 or \

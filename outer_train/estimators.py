@@ -42,6 +42,7 @@ training loss was NaN/inf — each such task is reset and its meta-loss clipped,
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
@@ -109,7 +110,7 @@ class Combine(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Strategy:
+class Strategy(abc.ABC):
     """One estimator kind: what it perturbs and how it combines the unroll into per-task gradients.
 
     ``perturb``: ``"antithetic"`` (branches θ ± ε), ``"smoothing"`` (one branch θ + σ n) or
@@ -127,9 +128,9 @@ class Strategy:
     full_horizon: bool = False
     allows_full: bool = False
 
+    @abc.abstractmethod
     def combine(self, c: Combine) -> tuple[jax.Array, Any, dict]:
         """``(per_task [N, D], new accum, extra metrics)``."""
-        raise NotImplementedError(f"estimator strategy {self.name!r} does not define combine()")
 
 
 def _antithetic_es(c: Combine) -> jax.Array:
