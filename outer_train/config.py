@@ -46,7 +46,9 @@ class TrainConfig:
 
     Outer loop: ``outer_optimizer`` (adam | adamw with ``outer_weight_decay`` | sgd) at ``outer_lr``
     — constant, or with ``outer_lr_schedule="warmup_cosine"`` a linear warmup over
-    ``outer_warmup_steps`` then a cosine decay to ``outer_lr_final`` at ``outer_steps`` — global-norm clipping at
+    ``outer_warmup_steps`` then a cosine decay to ``outer_lr_final`` at ``outer_decay_steps`` (default
+    ``outer_steps``; constant after it, so a finished run can be extended without re-stretching its
+    schedule) — global-norm clipping at
     ``grad_clip`` (0 disables), ``outer_steps`` steps; ``checkpoint_every`` outer steps a full
     resume checkpoint and a θ file are written to ``out``; ``time_budget`` minutes stops early
     (after a checkpoint).
@@ -85,6 +87,7 @@ class TrainConfig:
     outer_lr_schedule: str = "constant"
     outer_lr_final: float | None = None
     outer_warmup_steps: int = 0
+    outer_decay_steps: int | None = None
     outer_weight_decay: float = 1e-4
     grad_clip: float = 1.0
     outer_steps: int = 1000
@@ -158,6 +161,7 @@ class TrainConfig:
         number("outer_lr_final", allow_none=True)
         number("outer_weight_decay")
         pos_int("outer_warmup_steps", minimum=0)
+        pos_int("outer_decay_steps", allow_none=True)
         number("grad_clip")
         number("time_budget", positive=True, allow_none=True)
         if not (self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)

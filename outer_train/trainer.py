@@ -75,13 +75,13 @@ class TrainResult:
 def outer_learning_rate(config: TrainConfig) -> float | optax.Schedule:
     """``outer_lr`` (constant) or, for ``outer_lr_schedule="warmup_cosine"``, a linear warmup
     from 0 over ``outer_warmup_steps`` followed by a cosine decay to ``outer_lr_final`` at
-    ``outer_steps``."""
+    ``outer_decay_steps`` (default ``outer_steps``) and constant ``outer_lr_final`` after it."""
     if config.outer_lr_schedule == "constant":
         return config.outer_lr
     final = config.outer_lr if config.outer_lr_final is None else config.outer_lr_final
+    decay = config.outer_steps if config.outer_decay_steps is None else config.outer_decay_steps
     return optax.warmup_cosine_decay_schedule(0.0, config.outer_lr, config.outer_warmup_steps,
-                                              max(config.outer_steps, config.outer_warmup_steps + 1),
-                                              end_value=final)
+                                              max(decay, config.outer_warmup_steps + 1), end_value=final)
 
 
 def make_outer_optimizer(config: TrainConfig) -> optax.GradientTransformation:

@@ -168,6 +168,21 @@ def test_warmup_cosine_outer_schedule_closed_form():
     assert outer_learning_rate(TrainConfig(outer_lr=2e-3)) == 2e-3
 
 
+def test_outer_decay_steps_ends_the_cosine_then_holds_the_final_rate():
+    """Extending a finished run (more ``outer_steps``, same ``outer_decay_steps``) keeps the
+    schedule it was trained with and holds ``outer_lr_final`` afterwards."""
+    base = dict(outer_optimizer="adamw", outer_lr=3e-3, outer_lr_final=1e-3, outer_lr_schedule="warmup_cosine",
+                outer_warmup_steps=10)
+    short = outer_learning_rate(TrainConfig(**base, outer_steps=110))
+    longer = outer_learning_rate(TrainConfig(**base, outer_steps=400, outer_decay_steps=110))
+    for step in (0, 5, 10, 50, 109, 110):
+        np.testing.assert_allclose(float(longer(step)), float(short(step)), rtol=1e-6)
+    for step in (111, 250, 400):
+        np.testing.assert_allclose(float(longer(step)), 1e-3, rtol=1e-6)
+    with pytest.raises(ValueError, match="outer_decay_steps"):
+        TrainConfig(outer_decay_steps=0)
+
+
 def test_adamw_outer_optimizer_decays_weights():
     cfg = TrainConfig(outer_optimizer="adamw", outer_lr=0.1, outer_weight_decay=0.5, grad_clip=0.0)
     opt = make_outer_optimizer(cfg)
