@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learned_opt.checkpoint import load as load_checkpoint
 from learned_opt import features as F
+from learned_opt.checkpoint import load as load_checkpoint
 from learned_opt.scheduled_adam import LOSS_DECAYS, NUM_ROW_FEATURES, NUM_TRUST_FEATURES, ScheduledAdamLOpt
 from outer_train import TrainConfig, train
 
