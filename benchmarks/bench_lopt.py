@@ -11,7 +11,9 @@ forward/backward pass grows with it, so the ratio is reported for several batch 
 (default 128 and 1024).
 
 Usage: python benchmarks/bench_lopt.py [--reps 9] [--steps 5] [--batches 128 1024]
-Writes benchmarks/results/bench_lopt.json and prints a table.
+Writes benchmarks/results/bench_lopt.json and prints a table; each batch size's timed window
+records the load average and CPU steal (:mod:`benchmarks.machine`) and the file says whether all
+were quiet.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import learned_opt  # noqa: E402
+from benchmarks.machine import Window  # noqa: E402
 from learned_opt.registry import get_optimizer  # noqa: E402
 
 TARGETS = {"mlp": 6.0, "factored_mlp": 2.5, "hierarchical": 8.0}
@@ -127,21 +130,27 @@ def main(argv=None) -> int:
     kx, ky, kp, kt = jax.random.split(key, 4)
     n_params = sum(int(np.size(l)) for l in jax.tree_util.tree_leaves(init_mlp(kp)))
     methods = {"optax.adam": (optax.adam(1e-3), False, 0)}
-    for name in ("adam", "sgd", "mlp", "factored_mlp", "hierarchical"):
+    for name in ("adam", "sgd", "mlp", "factored_mlp", "hierarchical", "scheduled_adam"):
         lopt = get_optimizer(name)
         theta = lopt.init(kt)
         methods[name] = (lopt.opt_fn(theta, num_steps=10_000), True, learned_opt.num_meta_params(theta))
     runs = []
     for batch in args.batches:
-        runs.append({"batch": batch, "results": run_batch(methods, batch, args, kx, ky, kp)})
+        with Window() as window:
+            results = run_batch(methods, batch, args, kx, ky, kp)
+        runs.append({"batch": batch, "results": results, "machine": window.summary()})
         print_table(runs[-1]["results"], n_params, batch, args)
+        if not window.summary()["quiet"]:
+            print(f"BUSY MACHINE (load {window.summary()['load_1min_start']:.1f} at the start): "
+                  f"these times are not speed measurements; the ratios are less affected")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "bench_lopt", "model": {"sizes": SIZES, "num_params": n_params},
         "reps": args.reps, "steps_per_rep": args.steps, "baseline": "optax.adam",
         "jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(), "platform": platform.platform(), "runs": runs}, indent=2))
+        "load_average_at_end": os.getloadavg(),
+        "quiet": all(r["machine"]["quiet"] for r in runs), "platform": platform.platform(), "runs": runs}, indent=2))
     print(f"wrote {out}")
     return 0
 
