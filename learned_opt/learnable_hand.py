@@ -35,6 +35,7 @@ NamedTuple whose ``count`` is an int32 step counter.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -44,29 +45,12 @@ import numpy as np
 import optax
 
 from learned_opt.base import LearnedOptimizer, Theta
-from learned_opt.features import as_extra_args, check_num_steps, check_theta
+from learned_opt.feature_math import next_count
+from learned_opt.validation import check_decay, check_num_steps, check_positive, check_theta
 
 
 def _log32(value: float) -> np.float32:
     return np.float32(math.log(value))
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
-
-
-def _decay(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
 
 
 def _theta_float(x: jax.Array) -> jax.Array:
@@ -94,11 +78,6 @@ def _sqrt0(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def _increment(count: jax.Array) -> jax.Array:
-    """``count + 1`` saturating at the int32 maximum (as optax does)."""
-    return jnp.where(count < jnp.iinfo(jnp.int32).max, count + 1, count).astype(jnp.int32)
-
-
 def _compute_dtype(x: Any) -> Any:
     """float32, or the leaf's dtype when it is wider (float64 under ``jax.enable_x64``)."""
     return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
@@ -121,16 +100,16 @@ class SGDState(NamedTuple):
     count: jax.Array  # int32 number of updates done
 
 
+@dataclasses.dataclass(frozen=True)
 class LearnableSGD(LearnedOptimizer):
     """SGD with a learnable log learning rate: ``u = -exp(log_lr) · g``."""
 
     name = "sgd"
 
-    def __init__(self, learning_rate: float = 1e-2):
-        self.learning_rate = _positive("learning_rate", learning_rate)
+    learning_rate: float = 1e-2
 
-    def config(self) -> dict:
-        return {"learning_rate": self.learning_rate}
+    def __post_init__(self) -> None:
+        self._set(learning_rate=check_positive("learning_rate", self.learning_rate))
 
     def init(self, key: jax.Array | None = None) -> Theta:
         del key  # deterministic: θ starts at the constructor's hyperparameters
@@ -145,13 +124,14 @@ class LearnableSGD(LearnedOptimizer):
             del params
             return SGDState(count=jnp.zeros([], jnp.int32))
 
-        def update_fn(grads, state, params=None, **extra):
+        def update_fn(updates, state, params=None, **extra):
+            grads = updates  # the incoming updates are the gradients
             del params, extra
             lr = _scaled(theta["log_lr"], lr0)
             updates = jax.tree_util.tree_map(lambda g: -lr * g, _f32(grads))
-            return _to_param_dtype(updates, grads), SGDState(count=_increment(state.count))
+            return _to_param_dtype(updates, grads), SGDState(count=next_count(state.count))
 
-        return as_extra_args(init_fn, update_fn)
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ------------------------------------------------------------------------------------ momentum
@@ -160,17 +140,18 @@ class MomentumState(NamedTuple):
     trace: Any  # float32 pytree like params: m <- g + β m
 
 
+@dataclasses.dataclass(frozen=True)
 class LearnableMomentum(LearnedOptimizer):
     """Heavy-ball momentum (optax.sgd(lr, momentum)) with learnable log lr and log(1-β)."""
 
     name = "momentum"
 
-    def __init__(self, learning_rate: float = 1e-2, momentum: float = 0.9):
-        self.learning_rate = _positive("learning_rate", learning_rate)
-        self.momentum = _decay("momentum", momentum)
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
 
-    def config(self) -> dict:
-        return {"learning_rate": self.learning_rate, "momentum": self.momentum}
+    def __post_init__(self) -> None:
+        self._set(learning_rate=check_positive("learning_rate", self.learning_rate),
+                  momentum=check_decay("momentum", self.momentum))
 
     def init(self, key: jax.Array | None = None) -> Theta:
         del key
@@ -185,15 +166,16 @@ class LearnableMomentum(LearnedOptimizer):
         def init_fn(params):
             return MomentumState(count=jnp.zeros([], jnp.int32), trace=_zeros32(params))
 
-        def update_fn(grads, state, params=None, **extra):
+        def update_fn(updates, state, params=None, **extra):
+            grads = updates  # the incoming updates are the gradients
             del params, extra
             lr = _scaled(theta["log_lr"], lr0)
             beta, _ = _decay_pair(theta["log_one_minus_momentum"], beta0)
             trace = jax.tree_util.tree_map(lambda g, t: g + beta * t, _f32(grads), state.trace)
             updates = jax.tree_util.tree_map(lambda t: -lr * t, trace)
-            return _to_param_dtype(updates, grads), MomentumState(_increment(state.count), trace)
+            return _to_param_dtype(updates, grads), MomentumState(next_count(state.count), trace)
 
-        return as_extra_args(init_fn, update_fn)
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------------------------- Adam
@@ -203,19 +185,21 @@ class AdamState(NamedTuple):
     nu: Any  # float32 second-moment EMA
 
 
+@dataclasses.dataclass(frozen=True)
 class LearnableAdam(LearnedOptimizer):
     """Adam with learnable log lr, log(1-b1), log(1-b2), log eps; equals optax.adam at init."""
 
     name = "adam"
 
-    def __init__(self, learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
-        self.learning_rate = _positive("learning_rate", learning_rate)
-        self.b1 = _decay("b1", b1)
-        self.b2 = _decay("b2", b2)
-        self.eps = _positive("eps", eps)
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
 
-    def config(self) -> dict:
-        return {"learning_rate": self.learning_rate, "b1": self.b1, "b2": self.b2, "eps": self.eps}
+    def __post_init__(self) -> None:
+        self._set(learning_rate=check_positive("learning_rate", self.learning_rate),
+                  b1=check_decay("b1", self.b1), b2=check_decay("b2", self.b2),
+                  eps=check_positive("eps", self.eps))
 
     def init(self, key: jax.Array | None = None) -> Theta:
         del key
@@ -233,7 +217,8 @@ class LearnableAdam(LearnedOptimizer):
         def init_fn(params):
             return AdamState(count=jnp.zeros([], jnp.int32), mu=_zeros32(params), nu=_zeros32(params))
 
-        def update_fn(grads, state, params=None, **extra):
+        def update_fn(updates, state, params=None, **extra):
+            grads = updates  # the incoming updates are the gradients
             del params, extra
             lr = _scaled(theta["log_lr"], lr0)
             eps = _scaled(theta["log_eps"], eps0)
@@ -242,11 +227,11 @@ class LearnableAdam(LearnedOptimizer):
             g32 = _f32(grads)
             mu = jax.tree_util.tree_map(lambda g, m: one_minus_b1 * g + b1 * m, g32, state.mu)
             nu = jax.tree_util.tree_map(lambda g, v: one_minus_b2 * (g ** 2) + b2 * v, g32, state.nu)
-            count = _increment(state.count)
+            count = next_count(state.count)
             # optax's own bias correction m / (1 - b^t) (a jitted helper, so results match bit for bit)
             mu_hat = optax.tree.bias_correction(mu, b1, count)
             nu_hat = optax.tree.bias_correction(nu, b2, count)
             updates = jax.tree_util.tree_map(lambda m, v: -lr * (m / (_sqrt0(v) + eps)), mu_hat, nu_hat)
             return _to_param_dtype(updates, grads), AdamState(count=count, mu=mu, nu=nu)
 
-        return as_extra_args(init_fn, update_fn)
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)

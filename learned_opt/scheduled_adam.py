@@ -16,7 +16,7 @@ For parameter ``i`` of tensor ``j``, gradient ``g``, step ``t`` (1-based) and ho
 
 ``f_θ`` is a small MLP over the per-tensor context ``c_j``: the time features (``tanh(t/τ)`` for
 several ``τ`` and the fraction of training done ``t/T``, ``1 - t/T`` when the horizon is known),
-normalized-loss features of the current loss (:func:`learned_opt.features.loss_features`) and
+normalized-loss features of the current loss (:func:`learned_opt.feature_math.loss_features`) and
 statistics of the tensor (log RMS of its parameters, the gradient signal-to-noise ratio
 ``rms(m̂) / rms(sqrt(v̂))``, the cosine between ``g`` and the previous momentum, log size).
 With ``trust_features=True`` the context also holds a trust-region signal (the ratio of the
@@ -32,19 +32,33 @@ layer. The last layers of both networks start at zero, so at the initial θ ``s_
 the optimizer equals ``optax.adam(lr0, b1, b2, eps)`` exactly (tested).
 
 Parameters are handled in one flat vector like the other per-parameter optimizers
-(:mod:`learned_opt.features`); the correction network runs over cache-sized row chunks.
+(the core :class:`learned_opt.per_param.PerParameterLOpt`); the correction network runs over
+cache-sized row chunks.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from learned_opt import features as F
-from learned_opt.base import LearnedOptimizer, Theta
+from learned_opt.base import Theta
+from learned_opt.feature_math import (
+    DEFAULT_TIMESCALES,
+    LossStats,
+    init_loss_stats,
+    loss_features,
+    next_count,
+    num_time_features,
+    time_features,
+    update_loss_stats,
+)
+from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean, segment_sum
+from learned_opt.networks import DEFAULT_ROW_CHUNK, mlp_apply, mlp_init
+from learned_opt.per_param import PerParameterLOpt, StepInputs
+from learned_opt.validation import check_bool, check_floats_in, check_positive, check_positive_ints
 
 LOSS_DECAYS = (0.9, 0.99)
 NUM_TENSOR_STATS = 4
@@ -62,7 +76,7 @@ class ScheduledAdamState(NamedTuple):
     m: jax.Array  # (N,) first moment (b1)
     v: jax.Array  # (N,) second moment (b2)
     q: jax.Array  # (N,) slow momentum (b3), a correction feature
-    loss_stats: F.LossStats
+    loss_stats: LossStats
 
 
 class ScheduledAdamTrustState(NamedTuple):
@@ -72,7 +86,7 @@ class ScheduledAdamTrustState(NamedTuple):
     m: jax.Array
     v: jax.Array
     q: jax.Array
-    loss_stats: F.LossStats
+    loss_stats: LossStats
     prev_loss: jax.Array  # L_{t-1} (0 before the first loss)
     predicted: jax.Array  # P = Σ g·u of the previous update
     rho_ema: jax.Array  # moving average of tanh(ρ)
@@ -82,7 +96,8 @@ NUM_TRUST_FEATURES = 2
 TRUST_DECAY = 0.9
 
 
-def trust_features(state: ScheduledAdamTrustState, loss: jax.Array | None, dtype) -> tuple[jax.Array, jax.Array]:
+def trust_features(state: ScheduledAdamTrustState, loss: jax.Array | None,
+                   dtype: Any) -> tuple[jax.Array, jax.Array]:
     """``([tanh ρ, ema'], ema')``: ``ρ = (L_t - L_{t-1}) / P`` (0 at the first step, without a
     loss, or when anything is non-finite); ``ema'`` the updated moving average."""
     if loss is None:
@@ -96,7 +111,45 @@ def trust_features(state: ScheduledAdamTrustState, loss: jax.Array | None, dtype
     return jnp.stack([rho, ema]).astype(dtype), ema
 
 
-class ScheduledAdamLOpt(LearnedOptimizer):
+class AdamMoments(NamedTuple):
+    """The Adam part of one update (flat vectors)."""
+
+    count: jax.Array  # 1-based step t (int32)
+    m: jax.Array
+    v: jax.Array
+    q: jax.Array
+    m_hat: jax.Array  # m / (1 - b1^t)
+    v_hat: jax.Array  # v / (1 - b2^t)
+    direction: jax.Array  # m̂ / (sqrt(v̂) + eps)
+
+
+def _tensor_statistics(state: ScheduledAdamState | ScheduledAdamTrustState, g: jax.Array, p: jax.Array,
+                       adam: AdamMoments, layout: FlatLayout) -> jax.Array:
+    """Per tensor ``[0.25 log10(rms(w) + 1e-12), clip(rms(m̂)/rms(sqrt(v̂)), 0, 1), cos(g, m_{t-1}),
+    log10(size)/6]``, shape ``(T, 4)``."""
+    def rms(x):
+        return _sqrt(segment_mean(jnp.square(x), layout))
+
+    snr = rms(adam.m_hat) / (_sqrt(segment_mean(adam.v_hat, layout)) + 1e-30)
+    dot = segment_sum(g * state.m, layout)
+    cos = dot / jnp.sqrt(segment_sum(jnp.square(g), layout) * segment_sum(jnp.square(state.m), layout) + 1e-30)
+    sizes = jnp.asarray([math.log10(max(s, 1)) / 6.0 for s in layout.sizes], layout.dtype)
+    return jnp.stack([0.25 * jnp.log10(rms(p) + 1e-12), jnp.clip(snr, 0.0, 1.0), cos, sizes], axis=1)
+
+
+def _row_features(d: jax.Array, m_hat: jax.Array, q: jax.Array, g: jax.Array, p: jax.Array,
+                  inv: jax.Array) -> jax.Array:
+    """Correction-network rows ``[d, m̂/sqrt(v̂), q/sqrt(v̂), g/sqrt(v̂), w]`` (``inv = 1/(sqrt(v̂)+eps)``)."""
+    return jnp.stack([d, m_hat * inv, q * inv, g * inv, p], axis=1)
+
+
+def _sub_theta(theta: Theta, prefix: str) -> dict:
+    """The θ entries of one network, without their ``prefix``."""
+    return {k[len(prefix):]: v for k, v in theta.items() if k.startswith(prefix)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduledAdamLOpt(PerParameterLOpt):
     """Adam with a learned per-tensor step-size schedule and per-parameter correction.
 
     Args:
@@ -107,159 +160,122 @@ class ScheduledAdamLOpt(LearnedOptimizer):
         correction, ``r = 0``).
       max_log_step: ``S``, bound of the learned log step change (``exp(±S)`` around ``lr0``).
       max_correction: ``C``, bound of the per-parameter correction ``|r_i|`` (``None``: unbounded).
-      trust_features: add the trust-ratio features (actual ÷ predicted decrease) to the context.
       timescales: time scales ``τ`` of the ``tanh(t/τ)`` features.
       row_chunk: rows per chunk of the correction network (a speed knob only).
+      trust_features: add the trust-ratio features (actual ÷ predicted decrease) to the context.
     """
 
     name = "scheduled_adam"
     #: ``opt_fn`` accepts a traced integer ``num_steps`` (meta-training tells each trajectory its length)
     traced_horizon = True
+    extra_args = ("loss",)
 
-    def __init__(self, learning_rate: float = 3e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                 b3: float = 0.99, tensor_hidden: Sequence[int] = (32, 32), row_hidden: Sequence[int] = (8,),
-                 max_log_step: float = 6.0, max_correction: float | None = None,
-                 timescales: Sequence[float] = F.DEFAULT_TIMESCALES, row_chunk: int = F.DEFAULT_ROW_CHUNK,
-                 trust_features: bool = False):
-        self.learning_rate = F.check_positive("learning_rate", learning_rate)
-        self.b1, self.b2, self.b3 = F.check_floats_in("b1, b2, b3", [b1, b2, b3], 0.0, 1.0)
-        self.eps = F.check_positive("eps", eps)
-        self.tensor_hidden = F.check_positive_ints("tensor_hidden", tensor_hidden)
-        self.row_hidden = tuple(int(h) for h in row_hidden)
-        if any(h < 1 for h in self.row_hidden):
-            raise ValueError(f"row_hidden entries must be >= 1, got {self.row_hidden}")
-        self.max_log_step = F.check_positive("max_log_step", max_log_step)
-        self.max_correction = None if max_correction is None else F.check_positive("max_correction", max_correction)
-        self.timescales = tuple(F.check_positive("timescales entry", s) for s in timescales)
-        self.row_chunk = F.check_positive_ints("row_chunk", [row_chunk])[0]
-        if not isinstance(trust_features, bool):
-            raise TypeError(f"trust_features must be True or False, got {trust_features!r}")
-        self.trust_features = trust_features
+    learning_rate: float = 3e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    b3: float = 0.99
+    tensor_hidden: tuple[int, ...] = (32, 32)
+    row_hidden: tuple[int, ...] = (8,)
+    max_log_step: float = 6.0
+    max_correction: float | None = None
+    timescales: tuple[float, ...] = DEFAULT_TIMESCALES
+    row_chunk: int = DEFAULT_ROW_CHUNK
+    trust_features: bool = False
+
+    def __post_init__(self) -> None:
+        b1, b2, b3 = check_floats_in("b1, b2, b3", [self.b1, self.b2, self.b3], 0.0, 1.0)
+        row_hidden = tuple(int(h) for h in self.row_hidden)  # may be empty (no correction network)
+        if any(h < 1 for h in row_hidden):
+            raise ValueError(f"row_hidden entries must be >= 1, got {row_hidden}")
+        self._set(learning_rate=check_positive("learning_rate", self.learning_rate), b1=b1, b2=b2, b3=b3,
+                  eps=check_positive("eps", self.eps),
+                  tensor_hidden=check_positive_ints("tensor_hidden", self.tensor_hidden), row_hidden=row_hidden,
+                  max_log_step=check_positive("max_log_step", self.max_log_step),
+                  max_correction=(None if self.max_correction is None
+                                  else check_positive("max_correction", self.max_correction)),
+                  timescales=tuple(check_positive("timescales entry", s) for s in self.timescales),
+                  row_chunk=check_positive_ints("row_chunk", [self.row_chunk])[0],
+                  trust_features=check_bool("trust_features", self.trust_features))
 
     @property
     def num_context(self) -> int:
         trust = NUM_TRUST_FEATURES if self.trust_features else 0
-        return F.num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust
-
-    def config(self) -> dict:
-        return {"learning_rate": self.learning_rate, "b1": self.b1, "b2": self.b2, "eps": self.eps,
-                "b3": self.b3, "tensor_hidden": list(self.tensor_hidden), "row_hidden": list(self.row_hidden),
-                "max_log_step": self.max_log_step, "max_correction": self.max_correction,
-                "timescales": list(self.timescales), "row_chunk": self.row_chunk,
-                "trust_features": self.trust_features}
+        return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust
 
     def init(self, key: jax.Array) -> Theta:
         k_t, k_r = jax.random.split(key)
-        theta = F.mlp_init(k_t, (self.num_context,) + self.tensor_hidden + (1,), last_scale=0.0, prefix="t_")
+        theta = mlp_init(k_t, (self.num_context,) + self.tensor_hidden + (1,), last_scale=0.0, prefix="t_")
         if self.row_hidden:
             # rows see [row features, context]: the context enters through the first layer's bias
-            theta.update(F.mlp_init(k_r, (NUM_ROW_FEATURES + self.num_context,) + self.row_hidden + (1,),
-                                    last_scale=0.0, prefix="r_"))
+            theta.update(mlp_init(k_r, (NUM_ROW_FEATURES + self.num_context,) + self.row_hidden + (1,),
+                                  last_scale=0.0, prefix="r_"))
         return theta
 
     # ------------------------------------------------------------------------------ update
-    def _check(self, theta: Theta) -> None:
-        owner = type(self).__name__
-        n_t = len(self.tensor_hidden) + 1
-        names = [f"t_{k}{i}" for i in range(n_t) for k in ("w", "b")]
-        if self.row_hidden:
-            names += [f"r_{k}{i}" for i in range(len(self.row_hidden) + 1) for k in ("w", "b")]
-        F.check_theta(theta, names, owner)
-        if tuple(jnp.shape(theta["t_w0"]))[-2:] != (self.num_context, self.tensor_hidden[0]):
-            raise ValueError(f"{owner}: theta['t_w0'] has shape {jnp.shape(theta['t_w0'])}, expected "
-                             f"{(self.num_context, self.tensor_hidden[0])}")
+    def init_state(self, layout: FlatLayout) -> ScheduledAdamState | ScheduledAdamTrustState:
+        z = jnp.zeros((layout.padded,), layout.dtype)
+        base = (jnp.zeros([], jnp.int32), z, jnp.zeros_like(z), jnp.zeros_like(z),
+                init_loss_stats(len(LOSS_DECAYS), layout.dtype))
+        if self.trust_features:
+            zero = jnp.zeros([], layout.dtype)
+            return ScheduledAdamTrustState(*base, prev_loss=zero, predicted=zero, rho_ema=zero)
+        return ScheduledAdamState(*base)
 
-    def _context(self, state: ScheduledAdamState | ScheduledAdamTrustState, loss: jax.Array | None, g, m,
-                 m_hat, v_hat, p, layout: F.FlatLayout, num_steps: int | jax.Array | None,
-                 trust: jax.Array | None = None) -> jax.Array:
+    def _adam(self, state: ScheduledAdamState | ScheduledAdamTrustState, g: jax.Array, dtype: Any) -> AdamMoments:
+        """Adam's moments, bias corrections and direction (plus the slow momentum ``q``)."""
+        b1, b2, b3 = self.b1, self.b2, self.b3
+        m = b1 * state.m + (1 - b1) * g
+        v = b2 * state.v + (1 - b2) * jnp.square(g)
+        q = b3 * state.q + (1 - b3) * g
+        count = next_count(state.count)
+        t = count.astype(dtype)
+        m_hat = m / (1 - jnp.asarray(b1, dtype) ** t)
+        v_hat = v / (1 - jnp.asarray(b2, dtype) ** t)
+        return AdamMoments(count, m, v, q, m_hat, v_hat, m_hat / (_sqrt(v_hat) + self.eps))
+
+    def _context(self, state: ScheduledAdamState | ScheduledAdamTrustState, inputs: StepInputs,
+                 adam: AdamMoments, trust: jax.Array | None) -> jax.Array:
         """Per-tensor context ``(T, C)``: time, loss (and trust) and tensor-statistic features."""
-        dt = layout.dtype
-        n_t = layout.num_tensors
-        tf = F.time_features(state.count, num_steps, self.timescales, dt)
-        lf = F.loss_features(state.loss_stats, loss) if loss is not None else jnp.zeros(len(LOSS_DECAYS) + 1, dt)
-        parts = [tf, lf.astype(dt)] + ([] if trust is None else [trust])
-        glob = jnp.concatenate(parts)
-        shared = jnp.broadcast_to(glob, (n_t, glob.shape[0]))
+        layout, loss, dt = inputs.layout, inputs.extra["loss"], inputs.layout.dtype
+        tf = time_features(state.count, inputs.num_steps, self.timescales, dt)
+        lf = loss_features(state.loss_stats, loss) if loss is not None else jnp.zeros(len(LOSS_DECAYS) + 1, dt)
+        glob = jnp.concatenate([tf, lf.astype(dt)] + ([] if trust is None else [trust]))
+        shared = jnp.broadcast_to(glob, (layout.num_tensors, glob.shape[0]))
+        return jnp.concatenate([shared, _tensor_statistics(state, inputs.g, inputs.p, adam, layout)], axis=1)
 
-        def rms(x):
-            return _sqrt(F.segment_mean(jnp.square(x), layout))
+    def _correction(self, theta: Theta, inputs: StepInputs, adam: AdamMoments, ctx: jax.Array) -> jax.Array:
+        """``r_i = C tanh(h_θ(x_i)/C)`` (unbounded without ``C``), the context through the first layer."""
+        rtheta = _sub_theta(theta, "r_")
+        inv = 1.0 / (_sqrt(adam.v_hat) + self.eps)
+        rows = (adam.direction, adam.m_hat, adam.q, inputs.g, inputs.p, inv)
+        r = self.row_network(rtheta, rows, inputs.layout, len(self.row_hidden) + 1, _row_features,
+                             tensor_bias=ctx @ rtheta["w0"][NUM_ROW_FEATURES:])[:, 0]
+        if self.max_correction is not None:
+            r = self.max_correction * jnp.tanh(r / self.max_correction)
+        return r
 
-        rms_p = rms(p)
-        snr = rms(m_hat) / (_sqrt(F.segment_mean(v_hat, layout)) + 1e-30)
-        dot = F.segment_sum(g * state.m, layout)
-        cos = dot / jnp.sqrt(F.segment_sum(jnp.square(g), layout) * F.segment_sum(jnp.square(state.m), layout) + 1e-30)
-        sizes = jnp.asarray([math.log10(max(s, 1)) / 6.0 for s in layout.sizes], dt)
-        stats = jnp.stack([0.25 * jnp.log10(rms_p + 1e-12), jnp.clip(snr, 0.0, 1.0), cos, sizes], axis=1)
-        return jnp.concatenate([shared, stats], axis=1)
-
-    def opt_fn(self, theta: Theta, num_steps: int | jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
-        self._check(theta)
-        owner = type(self).__name__
-        num_steps = F.check_num_steps(num_steps, owner)
-        b1, b2, b3, eps = self.b1, self.b2, self.b3, self.eps
-        n_tl, n_rl = len(self.tensor_hidden) + 1, len(self.row_hidden) + 1
-        loss_decays = jnp.asarray(LOSS_DECAYS, jnp.float32)
-        rtheta = {k[2:]: v for k, v in theta.items() if k.startswith("r_")}
-
-        def init_fn(params):
-            layout = F.layout_of(params, self.row_chunk)
-            z = jnp.zeros((layout.padded,), layout.dtype)
-            base = (jnp.zeros([], jnp.int32), z, jnp.zeros_like(z), jnp.zeros_like(z),
-                    F.init_loss_stats(len(LOSS_DECAYS), layout.dtype))
-            if self.trust_features:
-                zero = jnp.zeros([], layout.dtype)
-                return ScheduledAdamTrustState(*base, prev_loss=zero, predicted=zero, rho_ema=zero)
-            return ScheduledAdamState(*base)
-
-        def update_fn(grads, state, params=None, **extra):
-            if params is None:
-                raise ValueError(f"{owner}.update needs params (parameter statistics are features)")
-            layout = F.layout_of(params, self.row_chunk)
-            loss = F.take_loss(extra, "loss", layout.dtype)
-            F.check_same_structure(layout, grads, "grads")
-            g, p = F.flatten(grads, layout), F.flatten(params, layout)
-            m = b1 * state.m + (1 - b1) * g
-            v = b2 * state.v + (1 - b2) * jnp.square(g)
-            q = b3 * state.q + (1 - b3) * g
-            count = optax.safe_int32_increment(state.count)
-            t = count.astype(layout.dtype)
-            m_hat = m / (1 - jnp.asarray(b1, layout.dtype) ** t)
-            v_hat = v / (1 - jnp.asarray(b2, layout.dtype) ** t)
-            d = m_hat / (_sqrt(v_hat) + eps)
-            trust, rho_ema = (trust_features(state, loss, layout.dtype) if self.trust_features  # type: ignore[arg-type]
-                              else (None, None))
-            ctx = self._context(state, loss, g, m, m_hat, v_hat, p, layout, num_steps, trust)
-            raw = F.mlp_apply({k[2:]: v for k, v in theta.items() if k.startswith("t_")}, ctx, n_tl)[:, 0]
-            log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
-            direction = d
-            if self.row_hidden:
-                inv = 1.0 / (_sqrt(v_hat) + eps)
-
-                def feats_fn(d, m_hat, q, g, p, inv):
-                    return jnp.stack([d, m_hat * inv, q * inv, g * inv, p], axis=1)
-
-                rows = (d, m_hat, q, g, p, inv)
-                col_scale = F.segment_rms_scales(feats_fn(*rows), layout)
-                ctx_bias = ctx @ rtheta["w0"][NUM_ROW_FEATURES:]
-                r = F.per_row_mlp(rtheta, rows, layout, n_rl, feats_fn=feats_fn, col_scale=col_scale,
-                                  tensor_bias=ctx_bias, chunk=self.row_chunk)[:, 0]
-                if self.max_correction is not None:
-                    r = self.max_correction * jnp.tanh(r / self.max_correction)
-                direction = d + r
-            lr = self.learning_rate * jnp.exp(F.segment_broadcast(log_step, layout))
-            step = (-lr * direction).astype(layout.dtype)
-            stats = state.loss_stats if loss is None else F.update_loss_stats(state.loss_stats, loss, loss_decays)
-            if self.trust_features:
-                prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)
-                new_state = ScheduledAdamTrustState(count, m, v, q, stats, prev_loss=prev_loss,
-                                                    predicted=jnp.sum(g * step), rho_ema=rho_ema)
-                return F.unflatten(step, layout), new_state
-            return F.unflatten(step, layout), ScheduledAdamState(count, m, v, q, stats)
-
-        return F.as_extra_args(init_fn, update_fn)
+    def step(self, theta: Theta, inputs: StepInputs,
+             state: ScheduledAdamState | ScheduledAdamTrustState) -> tuple[jax.Array, Any]:
+        """``u = -lr0 · exp(s_j) · (d_i + r_i)`` and the new state (see the module docstring)."""
+        layout, loss, g = inputs.layout, inputs.extra["loss"], inputs.g
+        adam = self._adam(state, g, layout.dtype)
+        trust = trust_features(state, loss, layout.dtype) if self.trust_features else None  # type: ignore[arg-type]
+        ctx = self._context(state, inputs, adam, None if trust is None else trust[0])
+        raw = mlp_apply(_sub_theta(theta, "t_"), ctx, len(self.tensor_hidden) + 1)[:, 0]
+        log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
+        direction = adam.direction + self._correction(theta, inputs, adam, ctx) if self.row_hidden else adam.direction
+        lr = self.learning_rate * jnp.exp(segment_broadcast(log_step, layout))
+        u = (-lr * direction).astype(layout.dtype)
+        stats = (state.loss_stats if loss is None
+                 else update_loss_stats(state.loss_stats, loss, jnp.asarray(LOSS_DECAYS, jnp.float32)))
+        if trust is not None:
+            prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)  # type: ignore[union-attr]
+            return u, ScheduledAdamTrustState(adam.count, adam.m, adam.v, adam.q, stats, prev_loss=prev_loss,
+                                              predicted=jnp.sum(g * u), rho_ema=trust[1])
+        return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
 
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:
         """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection)."""
-        raw = F.mlp_apply({k[2:]: v for k, v in theta.items() if k.startswith("t_")},
-                          jnp.asarray(context, jnp.float32), len(self.tensor_hidden) + 1)[..., 0]
+        raw = mlp_apply(_sub_theta(theta, "t_"), jnp.asarray(context, jnp.float32), len(self.tensor_hidden) + 1)[..., 0]
         return self.learning_rate * jnp.exp(self.max_log_step * jnp.tanh(raw / self.max_log_step))

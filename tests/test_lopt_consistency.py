@@ -134,11 +134,11 @@ def test_modes_agree_float64(name):
 def test_check_has_power_on_the_old_variance_feature(monkeypatch):
     """The check fails for the pre-fix one-pass variance ``max(E[x²] - E[x]², 0)`` (issue 12),
     so it can catch the bug it was written for."""
-    from learned_opt import features as F
+    from learned_opt import hierarchical_lopt
 
     def one_pass(x, layout, mean=None, mean_square=None):
         return jnp.maximum(mean_square - jnp.square(mean), 0.0)
 
-    monkeypatch.setattr(F, "segment_variance", one_pass)
+    monkeypatch.setattr(hierarchical_lopt, "segment_variance", one_pass)
     with pytest.raises(AssertionError, match="differs by"):
         _check_all_modes("hierarchical", jnp.float32)
