@@ -183,7 +183,7 @@ class FactoredMLPLOpt(PerParameterLOpt):
         tf = time_features(state.count, inputs.num_steps, self.timescales, layout.dtype)
         out = self.row_network(theta, (g, inputs.p, momenta, pad_rows(vhat, layout)), layout,
                                len(self.hidden_sizes) + 1, factored_features,
-                               bias=tf @ theta["w0"][self.num_param_features:], activation=jnp.tanh)
+                               shared_inputs=tf, activation=jnp.tanh)
         u = direction_magnitude_step(out, self.exp_mult, self.step_mult)
         return u, FactoredLOptState(next_count(state.count), momenta, factored)
 

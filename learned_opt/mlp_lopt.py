@@ -122,6 +122,6 @@ class MLPLOpt(PerParameterLOpt):
         tf = time_features(state.count, inputs.num_steps, self.timescales, layout.dtype)
         # time features are the same for every row: fold them into the first layer's bias
         out = self.row_network(theta, (inputs.p, inputs.g, momenta, v), layout, len(self.hidden_sizes) + 1,
-                               feats_fn, bias=tf @ theta["w0"][self.num_param_features:])
+                               feats_fn, shared_inputs=tf)
         u = direction_magnitude_step(out, self.exp_mult, self.step_mult)
         return u, MLPLOptState(count=next_count(state.count), momenta=momenta, second_moment=v)

@@ -69,7 +69,7 @@ class PerParameterLOpt(LearnedOptimizer):
 
     # ------------------------------------------------------------------------------ core
     def check_theta(self, theta: Theta) -> None:
-        """ValueError naming the first key of ``init``'s θ that ``theta`` lacks or whose
+        """ValueError naming the keys of ``init``'s θ that ``theta`` lacks, or those whose
         (trailing) shape differs."""
         expected = jax.eval_shape(self.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
         check_theta_shapes(theta, {k: v.shape for k, v in expected.items()}, type(self).__name__)
@@ -101,12 +101,24 @@ class PerParameterLOpt(LearnedOptimizer):
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
     def row_network(self, theta: dict, rows: tuple[Array, ...], layout: FlatLayout, num_layers: int,
-                    feats_fn: Callable[..., Array], *, bias: Array | None = None,
-                    tensor_bias: Array | None = None, activation: Activation = jax.nn.relu) -> Array:
-        """The per-parameter network ``(P, out)`` on the features ``x = feats_fn(*rows)``, each
-        column scaled by ``1/sqrt(max(mean_tensor(x²), 1e-24))`` of its row's tensor; ``bias``
-        (shared) and ``tensor_bias[t]`` (per tensor) are added to the first pre-activation. Runs in
-        chunks of ``row_chunk`` rows (:func:`learned_opt.networks.per_row_mlp`)."""
-        col_scale = segment_rms_scales(feats_fn(*rows), layout)
-        return per_row_mlp(theta, rows, layout, num_layers, feats_fn=feats_fn, col_scale=col_scale, bias=bias,
-                           tensor_bias=tensor_bias, activation=activation, chunk=self.row_chunk)
+                    feats_fn: Callable[..., Array], *, shared_inputs: Array | None = None,
+                    tensor_inputs: Array | None = None, tensor_bias: Array | None = None,
+                    activation: Activation = jax.nn.relu) -> Array:
+        """The per-parameter network ``(P, out)`` on the row features ``x = feats_fn(*rows)`` (F
+        columns), each column scaled by ``1/sqrt(max(mean_tensor(x²), 1e-24))`` of its row's tensor.
+
+        Inputs that are the same for every row of a tensor enter through the first layer as a
+        bias instead of as columns: ``shared_inputs`` (S,) (e.g. time features) and
+        ``tensor_inputs`` (T, S) (per-tensor context) are multiplied by ``theta["w0"][F:]``;
+        ``tensor_bias`` (T, hidden0) is added as it is. Runs in chunks of ``row_chunk`` rows
+        (:func:`learned_opt.networks.per_row_mlp`).
+        """
+        x = feats_fn(*rows)
+        extra_w = theta["w0"][x.shape[-1]:]
+        bias = None if shared_inputs is None else shared_inputs @ extra_w
+        if tensor_inputs is not None:
+            projected = tensor_inputs @ extra_w
+            tensor_bias = projected if tensor_bias is None else tensor_bias + projected
+        return per_row_mlp(theta, rows, layout, num_layers, feats_fn=feats_fn,
+                           col_scale=segment_rms_scales(x, layout), bias=bias, tensor_bias=tensor_bias,
+                           activation=activation, chunk=self.row_chunk)

@@ -250,7 +250,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         inv = 1.0 / (_sqrt(adam.v_hat) + self.eps)
         rows = (adam.direction, adam.m_hat, adam.q, inputs.g, inputs.p, inv)
         r = self.row_network(rtheta, rows, inputs.layout, len(self.row_hidden) + 1, _row_features,
-                             tensor_bias=ctx @ rtheta["w0"][NUM_ROW_FEATURES:])[:, 0]
+                             tensor_inputs=ctx)[:, 0]
         if self.max_correction is not None:
             r = self.max_correction * jnp.tanh(r / self.max_correction)
         return r
