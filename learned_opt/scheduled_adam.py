@@ -275,6 +275,24 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                                               predicted=jnp.sum(g * u), rho_ema=trust[1])
         return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
 
+    def with_trust_features(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
+        """This optimizer with ``trust_features=True`` and ``theta`` grown to match: zero input
+        rows for the trust features (which enter the context between the loss features and the
+        tensor statistics) in the first layer of both networks. The grown optimizer makes exactly
+        the updates of this one at ``theta`` until meta-training moves the new rows — a warm start
+        for meta-training the trust features from a trained θ."""
+        if self.trust_features:
+            raise ValueError("trust_features is already on")
+        self.check_theta(theta)
+        at = num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
+        grown = dict(theta)
+        for name, offset in (("t_w0", 0), ("r_w0", NUM_ROW_FEATURES)):
+            if name in theta:
+                w = jnp.asarray(theta[name])
+                zeros = jnp.zeros((NUM_TRUST_FEATURES, w.shape[1]), w.dtype)
+                grown[name] = jnp.concatenate([w[:offset + at], zeros, w[offset + at:]], axis=0)
+        return dataclasses.replace(self, trust_features=True), grown
+
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:
         """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection)."""
         raw = mlp_apply(_sub_theta(theta, "t_"), jnp.asarray(context, jnp.float32), len(self.tensor_hidden) + 1)[..., 0]

@@ -1,4 +1,6 @@
 """ScheduledAdamLOpt: equals optax.adam at its initial θ; its learned parts act as documented."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,3 +126,33 @@ def test_trust_ratio_reads_actual_over_predicted_decrease(lr, expect):
     # the first step has no previous loss: both features are 0
     first, _ = trust_features(opt.init(params), l0, jnp.float32)
     assert np.all(np.asarray(first) == 0.0)
+
+
+def _random_theta(lopt, seed):
+    """A trained-like θ: every entry (including the zero-initialized last layers) random."""
+    theta = lopt.init(jax.random.PRNGKey(seed))
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(theta))
+    return {k: 0.3 * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(theta.items()), keys)}
+
+
+def test_with_trust_features_warm_start_reproduces_the_source_updates():
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0)
+    theta = _random_theta(lopt, 3)
+    grown_lopt, grown = lopt.with_trust_features(theta)
+    assert grown_lopt == dataclasses.replace(lopt, trust_features=True)
+    shapes = jax.tree_util.tree_map(jnp.shape, grown_lopt.init(jax.random.PRNGKey(0)))
+    assert jax.tree_util.tree_map(jnp.shape, grown) == shapes
+    params, loss = _problem()
+    ref = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
+    out = _run(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
+    for a, b in zip(ref, out):
+        for k in a:
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-5, atol=1e-8)
+    # exactly the inserted rows are zero, and they carry the trust inputs: setting them moves the updates
+    new_rows = np.flatnonzero(np.all(np.asarray(grown["t_w0"]) == 0.0, axis=1))
+    assert len(new_rows) == 2
+    bumped = {**grown, "t_w0": grown["t_w0"].at[new_rows].set(0.5)}
+    moved = _run(grown_lopt.opt_fn(bumped, num_steps=15), params, loss)
+    assert max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
+    with pytest.raises(ValueError, match="trust_features"):
+        grown_lopt.with_trust_features(grown)
