@@ -20,7 +20,10 @@ compilation cache (``--compile-cache DIR``; a second run then reports the cached
 FLOP roof of (c): ~10 MFLOP per inner step (MLP optimizer ~3.4 kFLOP per parameter x 2410
 parameters + forward/backward of the classifier) at ~100 GFLOP/s -> ~10k inner steps/s.
 
-    python benchmarks/bench_outer.py [--configs a,b,c,d,e] [--steps 10] [--repeats 3]
+(e) runs with the estimator's default remat policy (``TrainConfig.remat="auto"`` -> ``"full"``);
+``--remat`` picks another; ``benchmarks/profile_backprop.py`` breaks (e) down op by op.
+
+    python benchmarks/bench_outer.py [--configs a,b,c,d,e] [--steps 10] [--repeats 3] [--remat auto]
 """
 from __future__ import annotations
 
@@ -47,7 +50,9 @@ CONFIGS = {
 }
 
 
-def build(letter: str):
+def build(letter: str, remat: str = "auto"):
+    """``(estimator, initial train state, outer step)`` of configuration ``letter``; ``remat`` is
+    the estimator's remat policy (``TrainConfig.remat``; only the backprop configs use it)."""
     from learned_opt.registry import get_optimizer
     from outer_train.config import TrainConfig
     from outer_train.estimators import GradientEstimator
@@ -64,17 +69,17 @@ def build(letter: str):
                                 activations=("relu",), initializers=("he_normal",))
     lopt = get_optimizer(optimizer)
     problem = InnerProblem(family, lopt, ConstantSchedule(200))
-    est = GradientEstimator(estimator, problem, num_tasks=8, unroll_length=20, sigma=0.01)
+    est = GradientEstimator(estimator, problem, num_tasks=8, unroll_length=20, sigma=0.01, remat=remat)
     config = TrainConfig(optimizer=optimizer, estimator=estimator, outer_lr=1e-3, grad_clip=1.0,
-                         progress=False)
+                         progress=False, remat=remat)
     outer_opt = make_outer_optimizer(config)
     state = init_state(config, lopt, est, outer_opt)
     return est, state, make_outer_step(est, outer_opt)
 
 
-def measure(letter: str, steps: int, repeats: int) -> dict:
+def measure(letter: str, steps: int, repeats: int, remat: str = "auto") -> dict:
     import jax
-    est, state, outer_step = build(letter)
+    est, state, outer_step = build(letter, remat)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     compiled = jax.jit(outer_step).lower(state).compile()
@@ -95,6 +100,7 @@ def measure(letter: str, steps: int, repeats: int) -> dict:
             "inner_steps_per_s": rate, "task_steps_per_s": rate / branches,
             "inner_steps_per_outer_step": est.inner_steps, "rates": rates,
             "meta_loss_last": float(m["meta_loss"]), "target": TARGETS.get(letter),
+            "remat": est.remat_policy,
             "reference_framework": REFERENCE.get(letter)}
 
 
@@ -104,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compile-cache", default=None)
+    p.add_argument("--remat", default="auto",
+                   help="TrainConfig.remat of the backprop config (e): auto | none | full | dots")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_outer.json"))
     args = p.parse_args(argv)
     import jax
@@ -112,7 +120,7 @@ def main(argv=None) -> int:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     rows = []
     for letter in args.configs.split(","):
-        row = measure(letter.strip(), args.steps, args.repeats)
+        row = measure(letter.strip(), args.steps, args.repeats, args.remat)
         rows.append(row)
         print(f"({row['config']}) {row['description']:<40} compile {row['compile_s']:6.1f} s  "
               f"{row['inner_steps_per_s']:10.0f} inner steps/s  ({row['task_steps_per_s']:.0f} task-steps/s)",

@@ -50,7 +50,7 @@ def build_estimator(config: TrainConfig, lopt: Any, family: Any | None = None):
     """The estimator of ``config`` (a :class:`MixtureEstimator` for taskset mixtures)."""
     schedule = build_schedule(config)
     common: dict[str, Any] = dict(num_tasks=config.num_tasks, unroll_length=config.unroll_length, sigma=config.sigma,
-                  random_offsets=config.random_offsets)
+                  random_offsets=config.random_offsets, remat=config.remat)
     if config.task == "taskset_mixture" and family is None:
         import tasksets
         members = []

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Mapping
 
-from outer_train.estimators import ESTIMATORS
+from outer_train.estimators import ESTIMATORS, REMAT_CHOICES
 from outer_train.unroll import META_WEIGHTINGS
 
 TASK_KINDS = ("quadratic", "image_mlp", "taskset_mixture")
@@ -40,6 +40,12 @@ class TrainConfig:
     ``curriculum_steps`` outer steps, ``random_offsets``; meta-loss ``meta_loss``
     (train | outer_valid), ``normalizer`` (initial | none | taskset), clipped to
     ``meta_loss_clip``.
+
+    Backprop memory/speed: ``remat`` is the ``jax.checkpoint`` policy of each inner step when the
+    estimator differentiates through the unroll (tbptt, smoothed_rp, full_grad, hybrid): ``"auto"``
+    (default), ``"none"``, ``"full"`` or ``"dots"`` (see :data:`outer_train.unroll.REMAT_POLICIES`
+    and :attr:`outer_train.estimators.GradientEstimator.remat_policy`). It changes speed and memory,
+    never the gradient (up to float rounding).
 
     Meta-loss weighting ``meta_weighting`` (uniform | linear: ``ℓ_t`` weighted by ``2 t/T``, see
     :mod:`outer_train.unroll`).
@@ -82,6 +88,7 @@ class TrainConfig:
     reparam: str = "none"
     reparam_range: tuple = (0.1, 10.0)
     meta_weighting: str = "uniform"
+    remat: str = "auto"
     outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
     outer_lr_schedule: str = "constant"
@@ -139,6 +146,7 @@ class TrainConfig:
         choice("outer_optimizer", ("adam", "adamw", "sgd"))
         choice("outer_lr_schedule", ("constant", "warmup_cosine"))
         choice("meta_weighting", META_WEIGHTINGS)
+        choice("remat", REMAT_CHOICES)
         choice("reparam", ("none", "global", "tensor"))
         rr = self.reparam_range
         if not isinstance(rr, (list, tuple)) or len(rr) != 2 or \

@@ -19,8 +19,11 @@ mean over the tasks whose estimate is finite (non-finite ones are dropped and co
 * ``smoothed_rp`` — Gaussian-smoothed reparameterization ``g_i = ∇V_i(θ + σ n_i)``,
   ``n_i ~ N(0, I)`` (``1/S Σ_s ∇θ L(θ + σ n_s)`` with S = N); truncated or full horizon.
 * ``full_es`` / ``full_grad`` — full-horizon antithetic ES / exact backprop over whole fresh
-  trajectories of ``schedule.max_length`` updates (backprop rematerializes every inner step with
-  ``jax.checkpoint`` to keep memory O(horizon · |state|) instead of all intermediates).
+  trajectories of ``schedule.max_length`` updates.
+
+Backprop through an unroll (tbptt, smoothed_rp, full_grad, hybrid) rematerializes each inner step
+under the estimator's ``remat`` policy (:attr:`GradientEstimator.remat_policy`; default ``"full"``:
+memory O(steps · |inner state|) instead of every intermediate, and faster — see there).
 * ``hybrid`` — the inverse-variance-weighted merge of ES and reparameterization gradients (Metz
   et al. 2019): from one antithetic population, ``g_es`` as in ES and ``g_rp`` the mean of the ±
   branch gradients; the variance of each mean, ``v = Σ_d Var_i(g_{i,d}) / N``, is measured from
@@ -51,7 +54,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from outer_train.unroll import InnerProblem, TaskState
+from outer_train.unroll import REMAT_POLICIES, InnerProblem, TaskState
+
+#: Values of ``GradientEstimator.remat`` / ``TrainConfig.remat``: ``"auto"`` or a remat policy.
+REMAT_CHOICES = ("auto",) + REMAT_POLICIES
 
 
 class EstimatorState(NamedTuple):
@@ -199,7 +205,9 @@ class GradientEstimator:
     :meth:`outer_train.distributed.TaskLayout.shard_estimator`) places the task axis on devices:
     ``task_layout.constrain(tree)`` returns a pytree of per-task arrays with a sharding constraint
     and ``task_layout.map_tasks(fn)`` runs ``fn(theta_nb, ts, keys, outer_step)`` per block of tasks
-    (values are unchanged).
+    (values are unchanged). ``remat`` (``"auto"`` or one of
+    :data:`outer_train.unroll.REMAT_POLICIES`) is the ``jax.checkpoint`` policy of each inner step
+    when the estimator differentiates (:attr:`remat_policy`); it never changes the estimate.
     """
 
     kind: str | Strategy
@@ -210,6 +218,7 @@ class GradientEstimator:
     random_offsets: bool = True
     horizon: str = "truncated"
     task_layout: Any = None
+    remat: str = "auto"
     strategy: Strategy = dataclasses.field(init=False, repr=False)  # resolved from ``kind``
 
     def __post_init__(self):
@@ -230,6 +239,8 @@ class GradientEstimator:
         if self.horizon == "full" and not self.strategy.allows_full:
             raise ValueError(f"horizon='full' applies to smoothed_rp and hybrid (use full_es / full_grad "
                              f"for ES / backprop), not {self.kind!r}")
+        if not isinstance(self.remat, str) or self.remat not in REMAT_CHOICES:
+            raise ValueError(f"remat must be one of {list(REMAT_CHOICES)}, got {self.remat!r}")
         if not isinstance(self.problem, InnerProblem):
             raise TypeError(f"problem must be an InnerProblem, got {type(self.problem).__name__}")
         if self.task_layout is not None and not (hasattr(self.task_layout, "constrain")
@@ -244,6 +255,23 @@ class GradientEstimator:
     @property
     def full_horizon(self) -> bool:
         return self.strategy.full_horizon or self.horizon == "full"
+
+    @property
+    def remat_policy(self) -> str:
+        """The remat policy of each inner step under backprop: ``remat`` with ``"auto"`` resolved to
+        ``"full"`` (keep only the inner state per step, recompute the step in the backward pass);
+        ``"none"`` when the estimator does not differentiate.
+
+        ``"full"`` is the fastest measured choice as well as the smallest: on configuration (e) of
+        ``benchmarks/bench_outer.py`` (tbptt, image MLP, MLP optimizer) storing every residual
+        (``"none"``: 267 MB of temporaries per call) ran at 0.4–0.5× the speed of ``"full"``
+        (30 MB) and storing the matmul outputs (``"dots"``, 131 MB) at ~0.8×: writing and reading
+        back the per-parameter network's ``[N, P, hidden]`` activations costs more than recomputing
+        them (``benchmarks/profile_backprop.py``).
+        """
+        if not self.differentiates:
+            return "none"
+        return "full" if self.remat == "auto" else self.remat
 
     @property
     def antithetic(self) -> bool:
@@ -307,7 +335,7 @@ class GradientEstimator:
         """
         theta_nb = jax.vmap(jax.vmap(unravel))(flat_nb)
         keys = self._per_task(self.problem.task_keys(key, self.num_tasks, self.steps_per_call))
-        checkpoint = self.full_horizon and self.differentiates
+        checkpoint = self.remat_policy
 
         def run(th, s, k, o):
             return self.problem.unroll_keys(th, s, k, o, checkpoint)

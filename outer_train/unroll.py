@@ -55,6 +55,38 @@ from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-export
 
 META_WEIGHTINGS = ("uniform", "linear")
 
+#: Remat (``jax.checkpoint``) policies of one inner step under backprop through an unroll: what the
+#: backward pass keeps from the forward pass and what it recomputes. None changes a value.
+#:
+#: * ``"none"`` — keep every residual of every inner step (no recomputation; most memory);
+#: * ``"full"`` — keep only the scan carry (the inner state) per step and recompute the whole
+#:   step in the backward pass (least memory: O(K · |state|));
+#: * ``"dots"`` — keep the outputs of matrix multiplications (the per-parameter network's and the
+#:   task's layers) and recompute the elementwise work (features, activations) between them.
+REMAT_POLICIES = ("none", "full", "dots")
+
+
+def check_remat(policy: Any, what: str = "remat") -> str:
+    """The remat policy name (``True`` -> ``"full"``, ``False`` -> ``"none"``); ValueError naming
+    ``what`` for anything else."""
+    if policy is True:
+        return "full"
+    if policy is False:
+        return "none"
+    if not isinstance(policy, str) or policy not in REMAT_POLICIES:
+        raise ValueError(f"{what} must be one of {list(REMAT_POLICIES)}, got {policy!r}")
+    return policy
+
+
+def remat_step(body: Callable, policy: bool | str) -> Callable:
+    """``body`` (one scan step) under the remat policy ``policy`` (:data:`REMAT_POLICIES`)."""
+    policy = check_remat(policy, "checkpoint")
+    if policy == "none":
+        return body
+    if policy == "full":
+        return jax.checkpoint(body, prevent_cse=False)
+    return jax.checkpoint(body, prevent_cse=False, policy=jax.checkpoint_policies.dots_saveable)
+
 
 class TaskState(NamedTuple):
     """State of N inner problems (leading axis N; branch axis B second where noted)."""
@@ -159,13 +191,18 @@ class InnerProblem:
         value = jnp.asarray(value, jnp.float32)
         return jnp.clip(jnp.where(jnp.isfinite(value), value, hi), lo, hi)
 
-    def fresh_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array | int, num_branches: int):
-        """Sample one new task and its initial inner state for B branches (θ_b has axis B)."""
+    def fresh_task(self, theta_b: Any, key: jax.Array, outer_step: jax.Array | int, num_branches: int | None):
+        """Sample one new task and its initial inner state for B branches (θ_b has axis B).
+
+        ``num_branches=None``: one branch without a branch axis (θ_b is then a plain θ).
+        """
         k_cfg, k_init, k_len = jax.random.split(key, 3)
         cfg = self.family.sample(k_cfg)
         task = self.family.task_fn(cfg)
         params, model_state = task.init_with_state(k_init)
         length = self.schedule.sample(k_len, outer_step)
+        if num_branches is None:
+            return cfg, length, params, self._opt(theta_b, length).init(params), model_state
         params_b = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_branches,) + jnp.shape(x)), params)
         mstate_b = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_branches,) + jnp.shape(x)),
                                           model_state)
@@ -191,12 +228,13 @@ class InnerProblem:
         keys = jax.random.split(key, n)
         return jax.vmap(lambda th, k: self.init_task(th, k, outer_step, random_offset))(theta_nb, keys)
 
-    def advance(self, theta_b: Any, ts: TaskState, key: jax.Array):
+    def advance(self, theta_b: Any, ts: TaskState, key: jax.Array, branched: bool = True):
         """The non-reset part of one inner step of one task -> ``(state, StepOutput)``.
 
         Computes the loss and gradient at ``w_t``, the update and the measurement; the returned
         state is the advanced one (meaningless for tasks whose ``needs_reset`` is set — those are
-        replaced by :meth:`reset_where`).
+        replaced by :meth:`reset_where`). ``branched=False``: a single branch whose state and θ
+        carry no branch axis (see :func:`drop_branch_axis`); the outputs still have ``[1]``.
         """
         k_data, k_loss, k_valid_data, k_valid_loss, _ = jax.random.split(key, 5)
         task = self.family.task_fn(ts.cfg)
@@ -217,7 +255,8 @@ class InnerProblem:
                 measured = loss
             return loss, measured, new_params, new_opt_state, new_mstate
 
-        loss, measured, new_params, new_opt_state, new_mstate = jax.vmap(branch)(
+        run = jax.vmap(branch) if branched else branch
+        loss, measured, new_params, new_opt_state, new_mstate = run(
             theta_b, ts.params, ts.opt_state, ts.model_state)
         loss = jnp.asarray(loss, jnp.float32)
         init_loss = jnp.where(ts.fresh, jax.lax.stop_gradient(loss), ts.init_loss)
@@ -231,18 +270,21 @@ class InnerProblem:
                              length=ts.length, fresh=jnp.zeros((), bool), params=new_params,
                              opt_state=new_opt_state, model_state=new_mstate, init_loss=init_loss)
         weight = 2.0 * progress if self.meta_weighting == "linear" else jnp.ones((), jnp.float32)
+        if not branched:
+            meta, loss = meta[None], loss[None]
         return advanced, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss, progress=progress,
                                     weight=weight)
 
     def reset_where(self, theta_b: Any, ts: TaskState, reset: jax.Array, key: jax.Array,
-                    outer_step: jax.Array | int) -> TaskState:
-        """``ts`` with a freshly sampled task (new cfg, w_0, optimizer state, length) if ``reset``."""
-        num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0]
+                    outer_step: jax.Array | int, branched: bool = True) -> TaskState:
+        """``ts`` with a freshly sampled task (new cfg, w_0, optimizer state, length) if ``reset``
+        (``branched=False``: no branch axis, as in :meth:`advance`)."""
+        num_branches = jax.tree_util.tree_leaves(theta_b)[0].shape[0] if branched else None
         k_reset = jax.random.split(key, 5)[4]
         cfg, length, params0, opt_state0, mstate0 = self.fresh_task(theta_b, k_reset, outer_step, num_branches)
         fresh = TaskState(cfg=cfg, step=jnp.zeros((), jnp.int32), length=length, fresh=jnp.ones((), bool),
                           params=params0, opt_state=opt_state0, model_state=mstate0,
-                          init_loss=jnp.ones((num_branches,), jnp.float32))
+                          init_loss=jnp.ones(() if num_branches is None else (num_branches,), jnp.float32))
         return _where(reset, fresh, ts)
 
     def step(self, theta_b: Any, ts: TaskState, key: jax.Array, outer_step: jax.Array | int):
@@ -253,16 +295,18 @@ class InnerProblem:
         return new_state, out
 
     def unroll_task(self, theta_b: Any, ts: TaskState, key: jax.Array, num_steps: int,
-                    outer_step: jax.Array | int = 0, checkpoint: bool = False):
-        """``lax.scan`` of ``num_steps`` inner steps of one task -> ``(state, StepOutput[K])``."""
+                    outer_step: jax.Array | int = 0, checkpoint: bool | str = False):
+        """``lax.scan`` of ``num_steps`` inner steps of one task -> ``(state, StepOutput[K])``.
+
+        ``checkpoint``: a remat policy name (:data:`REMAT_POLICIES`; ``True`` = ``"full"``,
+        ``False`` = ``"none"``) applied to each inner step.
+        """
         keys = jax.random.split(key, num_steps)
 
         def body(state, k):
             return self.step(theta_b, state, k, outer_step)
 
-        if checkpoint:
-            body = jax.checkpoint(body)
-        return jax.lax.scan(body, ts, keys)
+        return jax.lax.scan(remat_step(body, checkpoint), ts, keys)
 
     @staticmethod
     def task_keys(key: jax.Array, num_tasks: int, num_steps: int) -> jax.Array:
@@ -270,7 +314,7 @@ class InnerProblem:
         return jax.vmap(lambda k: jax.random.split(k, num_steps))(jax.random.split(key, num_tasks))
 
     def unroll(self, theta_nb: Any, ts: TaskState, key: jax.Array, num_steps: int,
-               outer_step: jax.Array | int = 0, checkpoint: bool = False):
+               outer_step: jax.Array | int = 0, checkpoint: bool | str = False):
         """Vectorized truncated step: all N tasks (``theta_nb`` is ``[N, B, ...]``).
 
         ``lax.scan`` over steps of the task-vmapped step; the (comparatively expensive) reset
@@ -282,25 +326,55 @@ class InnerProblem:
         return self.unroll_keys(theta_nb, ts, keys, outer_step, checkpoint)
 
     def unroll_keys(self, theta_nb: Any, ts: TaskState, keys: jax.Array, outer_step: jax.Array | int = 0,
-                    checkpoint: bool = False):
+                    checkpoint: bool | str = False):
         """:meth:`unroll` given its ``[N, K]`` keys (:meth:`task_keys`).
 
         Every input but ``outer_step`` and every output carries the task axis first and tasks do
         not interact, so any block of tasks can be unrolled on its own (what a device of a
         sharded run does): the batch-level reset test then only looks at the block's tasks.
+
+        ``checkpoint`` is the remat policy of each inner step (:data:`REMAT_POLICIES`; ``True`` =
+        ``"full"``, ``False`` = ``"none"``): what the backward pass stores vs recomputes. It does
+        not change any value. With a single branch (``B = 1``) the branch axis is dropped for the
+        scan and restored afterwards (:func:`drop_branch_axis`): same values, but no size-1 axis
+        in the per-parameter arrays, on which XLA:CPU's fused elementwise+reduce kernels (the
+        backward pass of the per-parameter network) run an order of magnitude slower.
         """
+        checkpoint = check_remat(checkpoint, "checkpoint")
         keys = jnp.swapaxes(keys, 0, 1)  # [K, N]
+        branched = jax.tree_util.tree_leaves(theta_nb)[0].shape[1] != 1
+        if not branched:
+            theta_nb = jax.tree_util.tree_map(lambda x: x[:, 0], theta_nb)
+            ts = drop_branch_axis(ts)
 
         def body(state, k):
-            advanced, out = jax.vmap(self.advance)(theta_nb, state, k)
+            advanced, out = jax.vmap(lambda th, s, kk: self.advance(th, s, kk, branched))(theta_nb, state, k)
             new_state = jax.lax.cond(
                 jnp.any(out.reset),
-                lambda s: jax.vmap(lambda th, si, r, kk: self.reset_where(th, si, r, kk, outer_step))(
+                lambda s: jax.vmap(lambda th, si, r, kk: self.reset_where(th, si, r, kk, outer_step, branched))(
                     theta_nb, s, out.reset, k),
                 lambda s: s, advanced)
             return new_state, out
 
-        if checkpoint:
-            body = jax.checkpoint(body)
-        final, out = jax.lax.scan(body, ts, keys)
+        final, out = jax.lax.scan(remat_step(body, checkpoint), ts, keys)
+        if not branched:
+            final = add_branch_axis(final)
         return final, jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), out)
+
+
+def drop_branch_axis(ts: TaskState) -> TaskState:
+    """``[N, 1, ...]`` task states -> ``[N, ...]`` (params, optimizer and model state, init loss)."""
+    drop = lambda x: x[:, 0]  # noqa: E731
+    return ts._replace(params=jax.tree_util.tree_map(drop, ts.params),
+                       opt_state=jax.tree_util.tree_map(drop, ts.opt_state),
+                       model_state=jax.tree_util.tree_map(drop, ts.model_state),
+                       init_loss=drop(ts.init_loss))
+
+
+def add_branch_axis(ts: TaskState) -> TaskState:
+    """Inverse of :func:`drop_branch_axis`."""
+    add = lambda x: x[:, None]  # noqa: E731
+    return ts._replace(params=jax.tree_util.tree_map(add, ts.params),
+                       opt_state=jax.tree_util.tree_map(add, ts.opt_state),
+                       model_state=jax.tree_util.tree_map(add, ts.model_state),
+                       init_loss=add(ts.init_loss))
