@@ -55,7 +55,9 @@ class TrainConfig:
     ``outer_warmup_steps`` then a cosine decay to ``outer_lr_final`` at ``outer_decay_steps`` (default
     ``outer_steps``; constant after it, so a finished run can be extended without re-stretching its
     schedule) — global-norm clipping at
-    ``grad_clip`` (0 disables), ``outer_steps`` steps; ``checkpoint_every`` outer steps a full
+    ``grad_clip`` (0 disables), ``outer_steps`` steps, starting from θ = ``optimizer.init(key)``
+    or, with ``init_theta``, from the θ of that checkpoint (a ``.lopt`` file saved for the same
+    optimizer configuration: fine-tuning a pretrained optimizer); ``checkpoint_every`` outer steps a full
     resume checkpoint and a θ file are written to ``out``; ``time_budget`` minutes stops early
     (after a checkpoint).
 
@@ -98,6 +100,7 @@ class TrainConfig:
     outer_weight_decay: float = 1e-4
     grad_clip: float = 1.0
     outer_steps: int = 1000
+    init_theta: str | None = None
     seed: int = 0
     checkpoint_every: int = 100
     time_budget: float | None = None
@@ -186,6 +189,8 @@ class TrainConfig:
         self.meta_loss_clip = (float(clip[0]), float(clip[1]))
         if self.out is not None and not isinstance(self.out, str):
             raise TypeError(f"config key 'out' must be a path string, got {self.out!r}")
+        if self.init_theta is not None and not isinstance(self.init_theta, str):
+            raise TypeError(f"config key 'init_theta' must be a path string, got {self.init_theta!r}")
         if self.normalizer == "taskset" and self.task != "taskset_mixture":
             raise ValueError("config key 'normalizer' = 'taskset' requires task = 'taskset_mixture'")
         if self.trunc_schedule == "log_uniform" and self.min_trunc_length is not None \

@@ -122,6 +122,25 @@ def make_outer_step(estimator: Any, outer_opt: optax.GradientTransformation) -> 
     return outer_step
 
 
+def initial_theta_from(path: str, lopt: Any, fresh: Any) -> Any:
+    """The θ of the checkpoint ``path`` as the starting point of a run of ``lopt`` (``fresh`` is
+    ``lopt.init``'s θ, for the layout check). The checkpoint must have been saved for the same
+    optimizer configuration — the same θ means something else under another one."""
+    from learned_opt.checkpoint import load
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config key 'init_theta': no checkpoint file {path!r}")
+    saved_lopt, theta = load(path)
+    if saved_lopt.name != lopt.name or saved_lopt.config() != lopt.config():
+        raise ValueError(f"config key 'init_theta': {path} was saved for {saved_lopt.name} "
+                         f"{saved_lopt.config()}, but the run trains {lopt.name} {lopt.config()}")
+    want = jax.tree_util.tree_map(jnp.shape, fresh)
+    got = jax.tree_util.tree_map(jnp.shape, theta)
+    if want != got:
+        raise ValueError(f"config key 'init_theta': θ layout of {path} is {got}, the optimizer's is {want}")
+    return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a, jnp.asarray(b).dtype), theta, fresh)
+
+
 def init_state(config: TrainConfig, lopt: Any, estimator: Any,
                outer_opt: optax.GradientTransformation,
                est_init: Callable[[jax.Array, Any], Any] | None = None) -> TrainState:
@@ -131,6 +150,8 @@ def init_state(config: TrainConfig, lopt: Any, estimator: Any,
     """
     k_theta, k_est, k_loop = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     theta = jax.tree_util.tree_map(jnp.asarray, lopt.init(k_theta))
+    if config.init_theta is not None:
+        theta = initial_theta_from(config.init_theta, lopt, theta)
     est_state = (jax.jit(estimator.init) if est_init is None else est_init)(k_est, theta)
     return TrainState(theta=theta, opt_state=outer_opt.init(theta), est_state=est_state,
                       step=jnp.zeros((), jnp.int32), key=k_loop, num_dropped=jnp.zeros((), jnp.int32))

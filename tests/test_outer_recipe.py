@@ -236,3 +236,32 @@ def test_a_new_estimator_is_one_strategy_class():
     assert "my_es" not in STRATEGIES  # nothing global was mutated
     with pytest.raises(ValueError, match="unknown estimator"):
         make_estimator("ess", prob)
+
+
+# ------------------------------------------------------------------------ init_theta (fine-tuning)
+def test_init_theta_starts_the_run_from_a_saved_theta(tmp_path):
+    from learned_opt.checkpoint import save
+    from outer_train.build import build_estimator, build_lopt
+    from outer_train.trainer import init_state
+
+    cfg = TrainConfig(task="quadratic", optimizer="scheduled_adam", estimator="pes", num_tasks=2,
+                      unroll_length=2, trunc_length=6, outer_steps=1, progress=False, tensorboard=False,
+                      optimizer_kwargs={"learning_rate": 0.01})
+    lopt = build_lopt(cfg)
+    fresh = lopt.init(jax.random.PRNGKey(0))
+    saved = {k: v + 0.25 for k, v in fresh.items()}
+    path = save(tmp_path / "start.lopt", lopt, saved)
+    est = build_estimator(cfg, lopt)
+    state = init_state(cfg.replace(init_theta=str(path)), lopt, est, make_outer_optimizer(cfg))
+    for k in saved:
+        np.testing.assert_array_equal(np.asarray(state.theta[k]), np.asarray(saved[k]))
+    plain = init_state(cfg, lopt, est, make_outer_optimizer(cfg))
+    assert any(not np.array_equal(np.asarray(plain.theta[k]), np.asarray(saved[k])) for k in saved)
+    # another optimizer configuration (θ means something else) and a missing file are clear errors
+    other = build_lopt(cfg.replace(optimizer_kwargs={"learning_rate": 0.003}))
+    with pytest.raises(ValueError, match="init_theta"):
+        init_state(cfg.replace(init_theta=str(path)), other, build_estimator(cfg, other), make_outer_optimizer(cfg))
+    with pytest.raises(FileNotFoundError, match="init_theta"):
+        init_state(cfg.replace(init_theta=str(tmp_path / "missing.lopt")), lopt, est, make_outer_optimizer(cfg))
+    with pytest.raises(TypeError, match="init_theta"):
+        TrainConfig(init_theta=3)
