@@ -170,15 +170,16 @@ def main(argv=None) -> int:
                    help="TrainConfig.remat of the backprop config (e): auto | none | full | dots")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_outer.json"))
     args = p.parse_args(argv)
+    from benchmarks.machine import Window, load_now
+
+    idle_load = load_now()  # before compiling: the window's own load average includes compilation
     import jax
     if args.compile_cache:
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    from benchmarks.machine import Window
-
     letters = [c.strip() for c in args.configs.split(",")]
     runs = [prepare(letter, args.remat) for letter in letters]
-    with Window() as window:
+    with Window(idle_load=idle_load) as window:
         machine_roofs = roofs()
         for _ in range(args.repeats):  # interleaved: load drift hits every configuration alike
             for run in runs:
@@ -205,9 +206,10 @@ def main(argv=None) -> int:
     if ratio is not None:
         print(f"(e) / (c) inner-step rate: {ratio:.3f} (reference framework: "
               f"{REFERENCE['e'] / REFERENCE['c']:.3f}; target >= 0.42)")
-    print(f"machine: load {machine['load_1min_start']:.2f} at the start, {machine['load_1min_end']:.2f} at the end, "
-          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%: " + ("quiet" if machine["quiet"] else
-                                                                     "BUSY — these are not speed measurements"))
+    verdict = "quiet" if machine["quiet"] else "BUSY — these are not speed measurements"
+    print(f"machine: load {idle_load:.2f} before the benchmark, {machine['load_1min_start']:.2f} / "
+          f"{machine['load_1min_end']:.2f} at the start / end of the timed window, "
+          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%: {verdict}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "steps": args.steps, "repeats": args.repeats, "interleaved": True,
