@@ -33,7 +33,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import learned_opt  # noqa: E402
-from benchmarks.machine import Window  # noqa: E402
+from benchmarks.machine import Window, load_now  # noqa: E402
 from learned_opt.registry import get_optimizer  # noqa: E402
 
 TARGETS = {"mlp": 6.0, "factored_mlp": 2.5, "hierarchical": 8.0}
@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_lopt.json"))
     args = ap.parse_args(argv)
+    idle_load = load_now()  # before compiling: the windows' own load average includes compilation
 
     key = jax.random.PRNGKey(0)
     kx, ky, kp, kt = jax.random.split(key, 4)
@@ -136,12 +137,12 @@ def main(argv=None) -> int:
         methods[name] = (lopt.opt_fn(theta, num_steps=10_000), True, learned_opt.num_meta_params(theta))
     runs = []
     for batch in args.batches:
-        with Window() as window:
+        with Window(idle_load=idle_load) as window:
             results = run_batch(methods, batch, args, kx, ky, kp)
         runs.append({"batch": batch, "results": results, "machine": window.summary()})
         print_table(runs[-1]["results"], n_params, batch, args)
         if not window.summary()["quiet"]:
-            print(f"BUSY MACHINE (load {window.summary()['load_1min_start']:.1f} at the start): "
+            print(f"BUSY MACHINE (load {idle_load:.1f} before the benchmark): "
                   f"these times are not speed measurements; the ratios are less affected")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
