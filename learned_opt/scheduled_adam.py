@@ -26,10 +26,23 @@ update, ≤ 0) and ``ρ = (L_t - L_{t-1}) / P``, the features are ``tanh(ρ)`` a
 average at decay 0.9 (``ρ ≈ 1``: the step is in the linear regime, room to grow; ``ρ < 0``: the
 loss rose, the step overshot). Both are 0 at the first step and whenever no loss is passed.
 
+With ``step_controller=True`` (which needs the trust features) the per-tensor network has a
+second output that *accumulates*: a per-tensor state ``a_j`` (0 at the start) integrates bounded
+increments, and the log step is read from the memoryless output plus the accumulator,
+
+    a_j <- clip(a_j + K · tanh(f_θ(c_j)[1] / K), -S, S)     (K = ``max_step_change``)
+    s_j = S · tanh((f_θ(c_j)[0] + a_j) / S)
+
+with ``a_j / S`` (its value before the increment) appended to the context. A memoryless ``s_j``
+can only map the current signals to a step size; the accumulator lets the optimizer *search* for
+a task's step size over the run (grow it while the trust ratio says the steps are in the linear
+regime, shrink it when they overshoot) and keep what it found, like a learned hypergradient or
+trust-region radius controller.
+
 ``h_θ`` is a per-parameter MLP over ``[d_i, m̂_i/sqrt(v̂_i), q_i/sqrt(v̂_i), g_i/sqrt(v̂_i), w_i]``,
 each column divided by its RMS over the tensor, plus the same context projected into its first
-layer. The last layers of both networks start at zero, so at the initial θ ``s_j = r_i = 0`` and
-the optimizer equals ``optax.adam(lr0, b1, b2, eps)`` exactly (tested).
+layer. The last layers of both networks start at zero, so at the initial θ ``s_j = r_i = 0`` (and
+the accumulator stays 0) and the optimizer equals ``optax.adam(lr0, b1, b2, eps)`` exactly (tested).
 
 Parameters are handled in one flat vector like the other per-parameter optimizers
 (the core :class:`learned_opt.per_param.PerParameterLOpt`); the correction network runs over
@@ -92,11 +105,26 @@ class ScheduledAdamTrustState(NamedTuple):
     rho_ema: jax.Array  # moving average of tanh(ρ)
 
 
+class ScheduledAdamControlState(NamedTuple):
+    """:class:`ScheduledAdamTrustState` plus the per-tensor log-step accumulator
+    (``step_controller=True``)."""
+
+    count: jax.Array
+    m: jax.Array
+    v: jax.Array
+    q: jax.Array
+    loss_stats: LossStats
+    prev_loss: jax.Array
+    predicted: jax.Array
+    rho_ema: jax.Array
+    log_step_acc: jax.Array  # (T,) a_j, |a_j| <= S
+
+
 NUM_TRUST_FEATURES = 2
 TRUST_DECAY = 0.9
 
 
-def trust_features(state: ScheduledAdamTrustState, loss: jax.Array | None,
+def trust_features(state: ScheduledAdamTrustState | ScheduledAdamControlState, loss: jax.Array | None,
                    dtype: Any) -> tuple[jax.Array, jax.Array]:
     """``([tanh ρ, ema'], ema')``: ``ρ = (L_t - L_{t-1}) / P`` (0 at the first step, without a
     loss, or when anything is non-finite); ``ema'`` the updated moving average."""
@@ -111,6 +139,9 @@ def trust_features(state: ScheduledAdamTrustState, loss: jax.Array | None,
     return jnp.stack([rho, ema]).astype(dtype), ema
 
 
+AnyState = ScheduledAdamState | ScheduledAdamTrustState | ScheduledAdamControlState
+
+
 class AdamMoments(NamedTuple):
     """The Adam part of one update (flat vectors)."""
 
@@ -123,7 +154,7 @@ class AdamMoments(NamedTuple):
     direction: jax.Array  # m̂ / (sqrt(v̂) + eps)
 
 
-def _tensor_statistics(state: ScheduledAdamState | ScheduledAdamTrustState, g: jax.Array, p: jax.Array,
+def _tensor_statistics(state: AnyState, g: jax.Array, p: jax.Array,
                        adam: AdamMoments, layout: FlatLayout) -> jax.Array:
     """Per tensor ``[0.25 log10(rms(w) + 1e-12), clip(rms(m̂)/rms(sqrt(v̂)), 0, 1), cos(g, m_{t-1}),
     log10(size)/6]``, shape ``(T, 4)``."""
@@ -163,6 +194,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       timescales: time scales ``τ`` of the ``tanh(t/τ)`` features.
       row_chunk: rows per chunk of the correction network (a speed knob only).
       trust_features: add the trust-ratio features (actual ÷ predicted decrease) to the context.
+      step_controller: add the per-tensor log-step accumulator (needs ``trust_features``).
+      max_step_change: ``K``, bound of the accumulator's change per step (``exp(±K)`` in the step).
     """
 
     name = "scheduled_adam"
@@ -182,6 +215,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     timescales: tuple[float, ...] = DEFAULT_TIMESCALES
     row_chunk: int = DEFAULT_ROW_CHUNK
     trust_features: bool = False
+    step_controller: bool = False
+    max_step_change: float = 0.25
 
     def __post_init__(self) -> None:
         b1, b2, b3 = check_floats_in("b1, b2, b3", [self.b1, self.b2, self.b3], 0.0, 1.0)
@@ -196,16 +231,27 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                                   else check_positive("max_correction", self.max_correction)),
                   timescales=tuple(check_positive("timescales entry", s) for s in self.timescales),
                   row_chunk=check_positive_ints("row_chunk", [self.row_chunk])[0],
-                  trust_features=check_bool("trust_features", self.trust_features))
+                  trust_features=check_bool("trust_features", self.trust_features),
+                  step_controller=check_bool("step_controller", self.step_controller),
+                  max_step_change=check_positive("max_step_change", self.max_step_change))
+        if self.step_controller and not self.trust_features:
+            raise ValueError("step_controller=True needs trust_features=True (the controller reads the trust ratio)")
 
     @property
     def num_context(self) -> int:
         trust = NUM_TRUST_FEATURES if self.trust_features else 0
-        return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust
+        control = 1 if self.step_controller else 0
+        return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust + control
+
+    @property
+    def num_tensor_outputs(self) -> int:
+        """Outputs of the per-tensor network: the log step (and the accumulator's increment)."""
+        return 2 if self.step_controller else 1
 
     def init(self, key: jax.Array) -> Theta:
         k_t, k_r = jax.random.split(key)
-        theta = mlp_init(k_t, (self.num_context,) + self.tensor_hidden + (1,), last_scale=0.0, prefix="t_")
+        theta = mlp_init(k_t, (self.num_context,) + self.tensor_hidden + (self.num_tensor_outputs,), last_scale=0.0,
+                         prefix="t_")
         if self.row_hidden:
             # rows see [row features, context]: the context enters through the first layer's bias
             theta.update(mlp_init(k_r, (NUM_ROW_FEATURES + self.num_context,) + self.row_hidden + (1,),
@@ -213,16 +259,20 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         return theta
 
     # ------------------------------------------------------------------------------ update
-    def init_state(self, layout: FlatLayout) -> ScheduledAdamState | ScheduledAdamTrustState:
+    def init_state(self, layout: FlatLayout) -> AnyState:
         z = jnp.zeros((layout.padded,), layout.dtype)
         base = (jnp.zeros([], jnp.int32), z, jnp.zeros_like(z), jnp.zeros_like(z),
                 init_loss_stats(len(LOSS_DECAYS), layout.dtype))
+        if self.step_controller:
+            zero = jnp.zeros([], layout.dtype)
+            return ScheduledAdamControlState(*base, prev_loss=zero, predicted=zero, rho_ema=zero,
+                                             log_step_acc=jnp.zeros((layout.num_tensors,), layout.dtype))
         if self.trust_features:
             zero = jnp.zeros([], layout.dtype)
             return ScheduledAdamTrustState(*base, prev_loss=zero, predicted=zero, rho_ema=zero)
         return ScheduledAdamState(*base)
 
-    def _adam(self, state: ScheduledAdamState | ScheduledAdamTrustState, g: jax.Array, dtype: Any) -> AdamMoments:
+    def _adam(self, state: AnyState, g: jax.Array, dtype: Any) -> AdamMoments:
         """Adam's moments, bias corrections and direction (plus the slow momentum ``q``)."""
         b1, b2, b3 = self.b1, self.b2, self.b3
         m = b1 * state.m + (1 - b1) * g
@@ -234,7 +284,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         v_hat = v / (1 - jnp.asarray(b2, dtype) ** t)
         return AdamMoments(count, m, v, q, m_hat, v_hat, m_hat / (_sqrt(v_hat) + self.eps))
 
-    def _context(self, state: ScheduledAdamState | ScheduledAdamTrustState, inputs: StepInputs,
+    def _context(self, state: AnyState, inputs: StepInputs,
                  adam: AdamMoments, trust: jax.Array | None) -> jax.Array:
         """Per-tensor context ``(T, C)``: time, loss (and trust) and tensor-statistic features."""
         layout, loss, dt = inputs.layout, inputs.extra["loss"], inputs.layout.dtype
@@ -242,7 +292,10 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         lf = loss_features(state.loss_stats, loss) if loss is not None else jnp.zeros(len(LOSS_DECAYS) + 1, dt)
         glob = jnp.concatenate([tf, lf.astype(dt)] + ([] if trust is None else [trust]))
         shared = jnp.broadcast_to(glob, (layout.num_tensors, glob.shape[0]))
-        return jnp.concatenate([shared, _tensor_statistics(state, inputs.g, inputs.p, adam, layout)], axis=1)
+        columns = [shared, _tensor_statistics(state, inputs.g, inputs.p, adam, layout)]
+        if self.step_controller:
+            columns.append((state.log_step_acc / self.max_log_step)[:, None])  # type: ignore[union-attr]
+        return jnp.concatenate(columns, axis=1)
 
     def _correction(self, theta: Theta, inputs: StepInputs, adam: AdamMoments, ctx: jax.Array) -> jax.Array:
         """``r_i = C tanh(h_θ(x_i)/C)`` (unbounded without ``C``), the context through the first layer."""
@@ -256,13 +309,17 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         return r
 
     def step(self, theta: Theta, inputs: StepInputs,
-             state: ScheduledAdamState | ScheduledAdamTrustState) -> tuple[jax.Array, Any]:
+             state: AnyState) -> tuple[jax.Array, Any]:
         """``u = -lr0 · exp(s_j) · (d_i + r_i)`` and the new state (see the module docstring)."""
         layout, loss, g = inputs.layout, inputs.extra["loss"], inputs.g
         adam = self._adam(state, g, layout.dtype)
         trust = trust_features(state, loss, layout.dtype) if self.trust_features else None  # type: ignore[arg-type]
         ctx = self._context(state, inputs, adam, None if trust is None else trust[0])
-        raw = mlp_apply(_sub_theta(theta, "t_"), ctx, len(self.tensor_hidden) + 1)[:, 0]
+        out = mlp_apply(_sub_theta(theta, "t_"), ctx, len(self.tensor_hidden) + 1)
+        raw, acc = out[:, 0], None
+        if self.step_controller:
+            acc = self._accumulate(state.log_step_acc, out[:, 1])  # type: ignore[union-attr]
+            raw = raw + acc
         log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
         direction = adam.direction + self._correction(theta, inputs, adam, ctx) if self.row_hidden else adam.direction
         lr = self.learning_rate * jnp.exp(segment_broadcast(log_step, layout))
@@ -271,9 +328,18 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                  else update_loss_stats(state.loss_stats, loss, jnp.asarray(LOSS_DECAYS, jnp.float32)))
         if trust is not None:
             prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)  # type: ignore[union-attr]
-            return u, ScheduledAdamTrustState(adam.count, adam.m, adam.v, adam.q, stats, prev_loss=prev_loss,
-                                              predicted=jnp.sum(g * u), rho_ema=trust[1])
+            trust_state = (adam.count, adam.m, adam.v, adam.q, stats, prev_loss, jnp.sum(g * u), trust[1])
+            if acc is not None:
+                return u, ScheduledAdamControlState(*trust_state, log_step_acc=acc)
+            return u, ScheduledAdamTrustState(*trust_state)
         return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
+
+    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array) -> jax.Array:
+        """``clip(a + K tanh(δ/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
+        k, s = self.max_step_change, self.max_log_step
+        step = k * jnp.tanh(increment_raw / k)
+        step = jnp.where(jnp.isfinite(step), step, 0.0)
+        return jnp.clip(acc + step, -s, s).astype(acc.dtype)
 
     def with_trust_features(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
         """This optimizer with ``trust_features=True`` and ``theta`` grown to match: zero input
@@ -293,7 +359,36 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                 grown[name] = jnp.concatenate([w[:offset + at], zeros, w[offset + at:]], axis=0)
         return dataclasses.replace(self, trust_features=True), grown
 
+    def with_step_controller(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
+        """This optimizer with ``step_controller=True`` and ``theta`` grown to match: a zero input
+        row for the accumulator (the last context column) in the first layer of both networks and
+        a zero output column (the increment) in the per-tensor network's last layer. The grown
+        optimizer makes exactly this one's updates at ``theta`` (the accumulator stays 0) until
+        meta-training moves the new weights. Needs ``trust_features``
+        (see :meth:`with_trust_features`)."""
+        if self.step_controller:
+            raise ValueError("step_controller is already on")
+        if not self.trust_features:
+            raise ValueError("step_controller needs trust_features=True: call with_trust_features first")
+        self.check_theta(theta)
+        grown = dict(theta)
+        for name in ("t_w0", "r_w0"):
+            if name in theta:
+                w = jnp.asarray(theta[name])
+                grown[name] = jnp.concatenate([w, jnp.zeros((1, w.shape[1]), w.dtype)], axis=0)
+        last = len(self.tensor_hidden)
+        w, b = jnp.asarray(theta[f"t_w{last}"]), jnp.asarray(theta[f"t_b{last}"])
+        grown[f"t_w{last}"] = jnp.concatenate([w, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1)
+        grown[f"t_b{last}"] = jnp.concatenate([b, jnp.zeros((1,), b.dtype)])
+        return dataclasses.replace(self, step_controller=True), grown
+
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:
-        """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection)."""
-        raw = mlp_apply(_sub_theta(theta, "t_"), jnp.asarray(context, jnp.float32), len(self.tensor_hidden) + 1)[..., 0]
+        """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection). With the
+        step controller the accumulator is read from the context's last column (``a/S``, before
+        this step's increment)."""
+        context = jnp.asarray(context, jnp.float32)
+        out = mlp_apply(_sub_theta(theta, "t_"), context, len(self.tensor_hidden) + 1)
+        raw = out[..., 0]
+        if self.step_controller:
+            raw = raw + self._accumulate(self.max_log_step * context[..., -1], out[..., 1])
         return self.learning_rate * jnp.exp(self.max_log_step * jnp.tanh(raw / self.max_log_step))

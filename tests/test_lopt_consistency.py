@@ -119,6 +119,7 @@ def test_modes_agree_float32(name):
 
 
 @pytest.mark.parametrize("name,kwargs", [("scheduled_adam", {"trust_features": True}),
+                                         ("scheduled_adam", {"trust_features": True, "step_controller": True}),
                                          ("hierarchical", {"output": "nominal_adam"})])
 def test_modes_agree_float32_variants(name, kwargs):
     _check_all_modes(name, jnp.float32, **kwargs)

@@ -18,6 +18,7 @@ from learned_opt.registry import get_optimizer, optimizer_names
 
 VARIANTS = [(name, {}) for name in optimizer_names()] + [
     ("scheduled_adam", {"trust_features": True, "max_correction": 0.5}),
+    ("scheduled_adam", {"trust_features": True, "step_controller": True, "max_step_change": 0.5}),
     ("hierarchical", {"output": "nominal_adam", "rnn_size": 4}),
     ("mlp", {"hidden_sizes": [8], "row_chunk": 5}),
 ]
@@ -37,7 +38,7 @@ def test_config_round_trips_and_optimizers_are_frozen_values(name, kwargs):
         setattr(lopt, field, getattr(lopt, field))
 
 
-@pytest.mark.parametrize("name,kwargs", VARIANTS[-3:])
+@pytest.mark.parametrize("name,kwargs", VARIANTS[-4:])
 def test_checkpoint_round_trip_of_variants(tmp_path, name, kwargs):
     lopt = get_optimizer(name, **kwargs)
     theta = lopt.init(jax.random.PRNGKey(3))

@@ -156,3 +156,66 @@ def test_with_trust_features_warm_start_reproduces_the_source_updates():
     assert max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
     with pytest.raises(ValueError, match="trust_features"):
         grown_lopt.with_trust_features(grown)
+
+
+def test_step_controller_at_initial_theta_is_still_adam():
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, trust_features=True, step_controller=True)
+    theta = lopt.init(jax.random.PRNGKey(4))
+    params, loss = _problem()
+    ours = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
+    ref = _run(optax.adam(0.01), params, loss)
+    for u, r in zip(ours, ref):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
+    assert lopt.num_context == ScheduledAdamLOpt(trust_features=True).num_context + 1
+    assert theta["t_w2"].shape[1] == 2 and theta["t_b2"].shape == (2,)
+
+
+@pytest.mark.parametrize("increment,max_step_change", [(0.3, 0.25), (-2.0, 0.5), (5.0, 1.0)])
+def test_step_controller_accumulates_bounded_increments(increment, max_step_change):
+    """A constant increment output ``c`` (through the last bias; memoryless output 0): after ``t``
+    steps the accumulator is ``clip(t·K·tanh(c/K), -S, S)`` and the update is Adam's at
+    ``lr0·exp(S·tanh(a_t/S))`` (closed form, against ``optax.adam`` on that schedule)."""
+    S, lr0 = 3.0, 0.01
+    lopt = ScheduledAdamLOpt(learning_rate=lr0, row_hidden=(), max_log_step=S, trust_features=True,
+                             step_controller=True, max_step_change=max_step_change)
+    theta = dict(lopt.init(jax.random.PRNGKey(0)), t_b2=jnp.asarray([0.0, increment]))
+    params, loss = _problem(1)
+    steps = 12
+    ours = _run(lopt.opt_fn(theta, num_steps=steps), params, loss, steps=steps)
+    acc = np.clip(np.arange(1, steps + 1) * max_step_change * np.tanh(increment / max_step_change), -S, S)
+    lrs = jnp.asarray(lr0 * np.exp(S * np.tanh(acc / S)), jnp.float32)
+    ref = _run(optax.adam(lambda count: lrs[count]), params, loss, steps=steps)
+    for t, (u, r) in enumerate(zip(ours, ref)):
+        np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(r["w"]), rtol=1e-4, atol=1e-9, err_msg=f"step {t}")
+
+
+def test_with_step_controller_warm_start_reproduces_the_source_updates():
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0, trust_features=True)
+    theta = _random_theta(lopt, 5)
+    grown_lopt, grown = lopt.with_step_controller(theta)
+    assert grown_lopt == dataclasses.replace(lopt, step_controller=True)
+    shapes = jax.tree_util.tree_map(jnp.shape, grown_lopt.init(jax.random.PRNGKey(0)))
+    assert jax.tree_util.tree_map(jnp.shape, grown) == shapes
+    params, loss = _problem()
+    ref = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
+    out = _run(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
+    for a, b in zip(ref, out):
+        for k in a:
+            # the zero row / column change the matmuls' summation order: float noise over 15 steps
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=3e-4, atol=1e-7)
+    # the new output column drives the accumulator: a nonzero increment moves the updates
+    bumped = {**grown, "t_b2": grown["t_b2"].at[1].set(0.3)}
+    moved = _run(grown_lopt.opt_fn(bumped, num_steps=15), params, loss)
+    assert max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
+    with pytest.raises(ValueError, match="step_controller is already on"):
+        grown_lopt.with_step_controller(grown)
+    with pytest.raises(ValueError, match="trust_features"):
+        ScheduledAdamLOpt().with_step_controller(ScheduledAdamLOpt().init(jax.random.PRNGKey(0)))
+
+
+def test_step_controller_rejects_bad_config():
+    with pytest.raises(ValueError, match="trust_features"):
+        ScheduledAdamLOpt(step_controller=True)
+    with pytest.raises(ValueError, match="max_step_change"):
+        ScheduledAdamLOpt(trust_features=True, step_controller=True, max_step_change=0.0)
