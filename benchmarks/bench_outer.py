@@ -23,12 +23,17 @@ average and CPU steal (:mod:`benchmarks.machine`) and the output says whether it
 FLOPs per inner step come from XLA's cost analysis of the compiled outer step (which counts the
 inner-step loop body once), and the machine's
 roofs — a square 1024² f32 matmul and a thin (154k x 32)·(32 x 32) ReLU chain, the per-parameter
-network's shape — are measured in the same run, so (c) is reported as a fraction of both.
+network's shape — are measured in the same run (at the start and at the end of the timed window),
+so (c) is reported as a fraction of both. A roof is the best call of its kernel, and the thin one is
+the best over several row-chunk sizes computed inside one jit (``lax.map`` over cache-sized chunks,
+as the per-parameter network runs), not one memory-bound pass over the whole 154k-row array
+(:func:`make_roofs` says why that is no roof); ``--roofs-only`` measures just the roofs.
 
 (e) runs with the estimator's default remat policy (``TrainConfig.remat="auto"`` -> ``"full"``);
 ``--remat`` picks another; ``benchmarks/profile_backprop.py`` breaks (e) down op by op.
 
     python benchmarks/bench_outer.py [--configs a,b,c,d,e] [--steps 10] [--repeats 3] [--remat auto]
+    python benchmarks/bench_outer.py --roofs-only [--roof-repeats 5]
 """
 from __future__ import annotations
 
@@ -116,34 +121,97 @@ def time_block(run: dict, steps: int) -> None:
     run["rates"].append(run["est"].inner_steps * steps / dt)
 
 
-def roofs(repeats: int = 5) -> dict:
-    """GFLOP/s of this machine on a square 1024² f32 matmul and on the per-parameter network's
-    shape (a thin (154k x 32) · (32 x 32) ReLU chain), medians of ``repeats``."""
-    import jax
+THIN_ROWS = 154_000  # rows of the thin-chain roof (the per-parameter network's row count in issue 15)
+THIN_WIDTH = 32  # its hidden width (MLPLOpt's default hidden layers are 32 wide)
+THIN_LAYERS = 4  # ReLU layers per chain
+THIN_CHUNKS = (512, 1024, 2048, 4096, 8192)  # row-chunk sizes tried (plus the whole array at once)
 
-    def rate(fn, args, flops):
-        out = jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - t0)
-        del out
-        return flops / statistics.median(times) / 1e9
+
+def _best_rate(fn, args, flops: float, repeats: int) -> tuple[float, float]:
+    """``(best, median)`` GFLOP/s of ``fn(*args)`` over ``repeats`` timed calls after a warm-up call.
+
+    A roof is the best the machine can do, so the best call counts (load from other processes only
+    ever slows a call down); the median is kept for reference."""
+    import jax
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return flops / min(times) / 1e9, flops / statistics.median(times) / 1e9
+
+
+def make_roofs(chunks=THIN_CHUNKS, rows: int = THIN_ROWS):
+    """The roof kernels, compiled once: ``{name: (jitted fn, args, flops)}``.
+
+    * ``square``: a 1024² f32 matmul, ``2·1024³`` FLOPs.
+    * ``thin_<chunk>``: the per-parameter network's shape — a chain of :data:`THIN_LAYERS`
+      ``(rows × 32)·(32 × 32)`` ReLU layers (distinct weights) over ``rows // chunk · chunk ≈ 154k``
+      rows, computed ``chunk`` rows at a time by ``lax.map`` inside one jit, as
+      :func:`learned_opt.networks.per_row_mlp` does, so a chunk's ``(chunk × 32)`` activations stay
+      in cache. Each chunk's output is reduced to its column sum rather than streamed back to
+      memory (the real network's last layer is 2 wide); FLOPs ``THIN_LAYERS · 2 · rows · 32 · 32``
+      (the reduction's ``rows · 32`` adds are not counted).
+    * ``thin_whole``: the same chain over the whole ``(154k × 32)`` array at once — what this roof
+      measured before: every layer writes and re-reads a 19.7 MB activation (two of them exceed
+      the L2 caches and share L3 with whatever else runs), so it is bound by memory traffic, not
+      by the dots, and came out *below* config (c), which runs the same shape in cache-sized chunks.
+    """
+    import jax
+    import jax.numpy as jnp
 
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     a = jax.random.normal(k1, (1024, 1024))
-    square = rate(jax.jit(lambda x, y: x @ y), (a, a), 2 * 1024 ** 3)
-    x = jax.random.normal(k1, (154_000, 32))
-    w = jax.random.normal(k2, (32, 32)) / 6.0
+    kernels = {"square": (jax.jit(lambda x, y: x @ y), (a, a), 2.0 * 1024 ** 3)}
+    w = jax.random.normal(k2, (THIN_LAYERS, THIN_WIDTH, THIN_WIDTH)) / jnp.sqrt(THIN_WIDTH / 2.0)
 
     def chain(x, w):
-        for _ in range(4):
-            x = jax.nn.relu(x @ w)
+        for i in range(THIN_LAYERS):
+            x = jax.nn.relu(x @ w[i])
         return x
 
-    thin = rate(jax.jit(chain), (x, w), 4 * 2 * 154_000 * 32 * 32)
-    return {"square_matmul_gflops": square, "thin_chain_gflops": thin}
+    def chunked(xs, w):
+        return jax.lax.map(lambda xc: chain(xc, w).sum(0), xs).sum(0)
+
+    for chunk in chunks:
+        n = rows // chunk * chunk
+        xs = jax.random.normal(k1, (n // chunk, chunk, THIN_WIDTH))
+        kernels[f"thin_{chunk}"] = (jax.jit(chunked), (xs, w), THIN_LAYERS * 2.0 * n * THIN_WIDTH ** 2)
+    x = jax.random.normal(k1, (rows, THIN_WIDTH))
+    kernels["thin_whole"] = (jax.jit(chain), (x, w), THIN_LAYERS * 2.0 * rows * THIN_WIDTH ** 2)
+    return kernels
+
+
+def roofs(repeats: int = 7, kernels=None, previous: dict | None = None) -> dict:
+    """GFLOP/s of this machine on a square 1024² f32 matmul and on the per-parameter network's
+    shape (a thin (154k x 32) · (32 x 32) ReLU chain): the best of ``repeats`` calls of each kernel
+    of :func:`make_roofs`; the thin roof is the best over its row-chunk sizes (and the whole array).
+
+    ``previous`` (an earlier result of this function, e.g. from the start of the timed window) is
+    merged in by taking the better figure of each kernel, so one burst of load from another process
+    cannot pull a roof down. Keys ``square_matmul_gflops`` and ``thin_chain_gflops`` are the roofs
+    (as before); the others describe how they were measured.
+    """
+    kernels = make_roofs() if kernels is None else kernels
+    best, median = {}, {}
+    for name, (fn, args, flops) in kernels.items():
+        best[name], median[name] = _best_rate(fn, args, flops, repeats)
+        if previous and name in previous.get("best_by_kernel", {}):
+            best[name] = max(best[name], previous["best_by_kernel"][name])
+            median[name] = max(median[name], previous["median_by_kernel"][name])
+    thin = {k: v for k, v in best.items() if k.startswith("thin_")}
+    thin_best = max(thin, key=thin.__getitem__)
+    return {"square_matmul_gflops": best["square"], "thin_chain_gflops": thin[thin_best],
+            "thin_chain_best": thin_best.removeprefix("thin_"),
+            "thin_chain_whole_array_gflops": best["thin_whole"],
+            "square_matmul_median_gflops": median["square"],
+            "thin_chain_median_gflops": median[thin_best],
+            "best_by_kernel": best, "median_by_kernel": median, "repeats": repeats,
+            "measured_passes": 1 + (previous or {}).get("measured_passes", 0),
+            "statistic": "best of repeats (max over passes); thin = max over row-chunk sizes",
+            "thin_shape": {"rows": THIN_ROWS, "width": THIN_WIDTH, "layers": THIN_LAYERS,
+                           "chunks": list(THIN_CHUNKS), "flops": "layers * 2 * rows * width^2"}}
 
 
 def row_of(run: dict) -> dict:
@@ -168,8 +236,22 @@ def main(argv=None) -> int:
     p.add_argument("--compile-cache", default=None)
     p.add_argument("--remat", default="auto",
                    help="TrainConfig.remat of the backprop config (e): auto | none | full | dots")
+    p.add_argument("--roof-repeats", type=int, default=7, help="timed calls per roof kernel (the best counts)")
+    p.add_argument("--roofs-only", action="store_true",
+                   help="only measure the roofs (twice, as around the timed window) and print them; writes nothing")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_outer.json"))
     args = p.parse_args(argv)
+    if args.roofs_only:
+        from benchmarks.machine import Window
+        kernels = make_roofs()
+        with Window() as window:
+            r = roofs(args.roof_repeats, kernels)
+            r = roofs(args.roof_repeats, kernels, previous=r)
+        print(json.dumps({"roofs": r, "machine": window.summary()}, indent=1))
+        print(f"thin chain {r['thin_chain_gflops']:.0f} GFLOP/s (chunk {r['thin_chain_best']}) = "
+              f"{r['thin_chain_gflops'] / r['square_matmul_gflops']:.0%} of the square matmul's "
+              f"{r['square_matmul_gflops']:.0f}; whole-array chain {r['thin_chain_whole_array_gflops']:.0f}")
+        return 0
     from benchmarks.machine import Window, load_now
 
     idle_load = load_now()  # before compiling: the window's own load average includes compilation
@@ -179,11 +261,13 @@ def main(argv=None) -> int:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     letters = [c.strip() for c in args.configs.split(",")]
     runs = [prepare(letter, args.remat) for letter in letters]
+    kernels = make_roofs()
     with Window(idle_load=idle_load) as window:
-        machine_roofs = roofs()
+        machine_roofs = roofs(args.roof_repeats, kernels)
         for _ in range(args.repeats):  # interleaved: load drift hits every configuration alike
             for run in runs:
                 time_block(run, args.steps)
+        machine_roofs = roofs(args.roof_repeats, kernels, previous=machine_roofs)  # again at the end
     machine = window.summary()
     rows = [row_of(run) for run in runs]
     print("| config | description | compile s | inner steps/s | task steps/s | GFLOP/s | target | vs reference |")
