@@ -12,7 +12,14 @@
 * :class:`LossStats` / :func:`update_loss_stats` / :func:`loss_features` — normalized loss
   features that are finite at step 0 and for any finite loss scale (no bias-correction division).
 
-Per-tensor reductions come from :mod:`learned_opt.flat_layout`.
+Per-tensor reductions come from :mod:`learned_opt.flat_layout`, except the means of
+:func:`segment_rms_scales`, which split the rows once (same sums; a cheaper backward pass: in a
+same-process A/B on a busy 2-core machine, one MLPLOpt update's backward pass reads 20% fewer
+bytes by XLA's count; medians 0.91x for one update and 0.92-0.94x for ``bench_outer.py``'s (e)
+meta-gradient, within noise for layouts of several row chunks; the forward program is unchanged).
+
+``x[:, None]`` and ``jnp.expand_dims(x, 1)`` trace to the same ``broadcast_in_dim``, so the
+column constructions below are written either way without any effect on speed.
 """
 from __future__ import annotations
 
@@ -20,9 +27,10 @@ from typing import Any, NamedTuple, Sequence, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from learned_opt.flat_layout import FlatLayout, segment_mean
+from learned_opt.flat_layout import FlatLayout
 
 Array = jax.Array
 
@@ -77,9 +85,23 @@ def num_time_features(timescales: Sequence[float] = DEFAULT_TIMESCALES) -> int:
     return len(timescales) + 2
 
 
+def _segment_mean_split(x: Array, layout: FlatLayout) -> Array:
+    """:func:`~learned_opt.flat_layout.segment_mean` over the rows of ``x`` ``(P, ...)``, through
+    one ``split`` of the (contiguous) tensors' rows instead of one slice per tensor: the same sums,
+    but the backward pass is one ``concatenate`` of broadcast cotangents rather than one zero-padded
+    ``P``-row array per tensor added together (which XLA:CPU materializes, ``T`` full-size passes)."""
+    if layout.num_tensors == 0:
+        return jnp.zeros((0,) + x.shape[1:], x.dtype)
+    ends = np.cumsum(layout.sizes)
+    cuts = [int(e) for e in ends[:-1]] + ([int(ends[-1])] if ends[-1] < x.shape[0] else [])
+    pieces = jnp.split(x, cuts, axis=0)[: layout.num_tensors]
+    counts = np.maximum(np.asarray(layout.sizes, np.float32), 1.0).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.stack([jnp.sum(piece, axis=0) for piece in pieces]) / counts
+
+
 def segment_rms_scales(x: Array, layout: FlatLayout, floor: float = 1e-24) -> Array:
     """Per-tensor, per-column ``1/sqrt(max(mean_tensor(x²), floor))``, shape ``(T, F)``."""
-    return safe_rsqrt(segment_mean(jnp.square(x), layout), floor)
+    return safe_rsqrt(_segment_mean_split(jnp.square(x), layout), floor)
 
 
 def gradient_features(g: Array, momenta: Array, v: Array, rsqrt_eps: float) -> Array:
