@@ -35,12 +35,17 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize as sopt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import Window, load_now  # noqa: E402
 
 SHAPES = {"w1": (200, 400), "b1": (400,), "w2": (400, 50), "b2": (50,)}
 
@@ -200,7 +205,8 @@ def main(argv=None) -> int:
         blas = threadpool_limits(limits=1, user_api="blas")
     except ImportError:
         blas = contextlib.nullcontext()
-    with jax.enable_x64(True), blas:
+    idle_load = load_now()
+    with jax.enable_x64(True), blas, Window(idle_load=idle_load) as window:
         d, c, x0, dx, dy = make_problem()
         cheap, mlp = make_cheap(d, c), make_mlp(dx, dy)
         probe = probe_method(ns.probe_evals)
@@ -223,7 +229,11 @@ def main(argv=None) -> int:
         fr = {k: r["fun"] for k, r in res["runs"].items()}
         if not np.allclose(fr["raw"], fr["learned_opt"], rtol=1e-10):
             print(f"WARNING: different final values on {res['problem']}: {fr}")
-    payload = {"benchmark": "bench_minimize", "machine": platform.platform(), "cpu_count": os.cpu_count(),
+    machine = window.summary()
+    print(f"machine: load {machine['load_1min_before_benchmark']:.2f} before, steal {100 * machine['cpu_steal']:.1f}%: "
+          f"{'quiet' if machine['quiet'] else 'BUSY (figures are lower bounds)'}")
+    payload = {"benchmark": "bench_minimize", "platform": platform.platform(), "machine": machine,
+               "quiet": machine["quiet"], "cpu_count": os.cpu_count(),
                "jax": jax.__version__,
                "scipy": sopt.__dict__.get("__version__", None) or __import__("scipy").__version__,
                "target": "learned_opt overhead vs raw <= 5%", "results": results}
