@@ -84,8 +84,10 @@ def test_rejects_bad_config_and_theta():
         lopt.opt_fn({k: v for k, v in theta.items() if k != "t_w0"})
 
 
-def test_trust_features_at_initial_theta_is_still_adam():
-    lopt = ScheduledAdamLOpt(learning_rate=0.01, trust_features=True)
+@pytest.mark.parametrize("kwargs,extra_context", [({"trust_features": True}, 2),
+                                                   ({"trust_features": True, "step_controller": True}, 3)])
+def test_variants_at_initial_theta_are_still_adam(kwargs, extra_context):
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, **kwargs)
     theta = lopt.init(jax.random.PRNGKey(3))
     params, loss = _problem()
     ours = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
@@ -93,8 +95,9 @@ def test_trust_features_at_initial_theta_is_still_adam():
     for u, r in zip(ours, ref):
         for k in u:
             np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
-    assert lopt.config()["trust_features"] is True
-    assert lopt.num_context == ScheduledAdamLOpt().num_context + 2
+    assert all(lopt.config()[k] is True for k in kwargs)
+    assert lopt.num_context == ScheduledAdamLOpt().num_context + extra_context
+    assert theta["t_w2"].shape[1] == lopt.num_tensor_outputs == (2 if lopt.step_controller else 1)
 
 
 @pytest.mark.parametrize("lr,expect", [(1e-4, "linear"), (30.0, "overshoot")])
@@ -135,11 +138,10 @@ def _random_theta(lopt, seed):
     return {k: 0.3 * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(theta.items()), keys)}
 
 
-def test_with_trust_features_warm_start_reproduces_the_source_updates():
-    lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0)
-    theta = _random_theta(lopt, 3)
-    grown_lopt, grown = lopt.with_trust_features(theta)
-    assert grown_lopt == dataclasses.replace(lopt, trust_features=True)
+def _check_warm_start(lopt, theta, grown_lopt, grown, changed, rtol, atol):
+    """``grown_lopt`` at ``grown`` is ``lopt`` with ``changed`` set, has its θ shapes, and makes
+    ``lopt``'s updates at ``theta`` over 15 steps; returns ``(reference updates, problem)``."""
+    assert grown_lopt == dataclasses.replace(lopt, **changed)
     shapes = jax.tree_util.tree_map(jnp.shape, grown_lopt.init(jax.random.PRNGKey(0)))
     assert jax.tree_util.tree_map(jnp.shape, grown) == shapes
     params, loss = _problem()
@@ -147,28 +149,26 @@ def test_with_trust_features_warm_start_reproduces_the_source_updates():
     out = _run(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
     for a, b in zip(ref, out):
         for k in a:
-            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-5, atol=1e-8)
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=rtol, atol=atol)
+    return ref, (params, loss)
+
+
+def _moves_updates(lopt, theta, ref, problem) -> bool:
+    moved = _run(lopt.opt_fn(theta, num_steps=15), *problem)
+    return max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
+
+
+def test_with_trust_features_warm_start_reproduces_the_source_updates():
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0)
+    theta = _random_theta(lopt, 3)
+    grown_lopt, grown = lopt.with_trust_features(theta)
+    ref, problem = _check_warm_start(lopt, theta, grown_lopt, grown, {"trust_features": True}, 1e-5, 1e-8)
     # exactly the inserted rows are zero, and they carry the trust inputs: setting them moves the updates
     new_rows = np.flatnonzero(np.all(np.asarray(grown["t_w0"]) == 0.0, axis=1))
     assert len(new_rows) == 2
-    bumped = {**grown, "t_w0": grown["t_w0"].at[new_rows].set(0.5)}
-    moved = _run(grown_lopt.opt_fn(bumped, num_steps=15), params, loss)
-    assert max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
+    assert _moves_updates(grown_lopt, {**grown, "t_w0": grown["t_w0"].at[new_rows].set(0.5)}, ref, problem)
     with pytest.raises(ValueError, match="trust_features"):
         grown_lopt.with_trust_features(grown)
-
-
-def test_step_controller_at_initial_theta_is_still_adam():
-    lopt = ScheduledAdamLOpt(learning_rate=0.01, trust_features=True, step_controller=True)
-    theta = lopt.init(jax.random.PRNGKey(4))
-    params, loss = _problem()
-    ours = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
-    ref = _run(optax.adam(0.01), params, loss)
-    for u, r in zip(ours, ref):
-        for k in u:
-            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
-    assert lopt.num_context == ScheduledAdamLOpt(trust_features=True).num_context + 1
-    assert theta["t_w2"].shape[1] == 2 and theta["t_b2"].shape == (2,)
 
 
 @pytest.mark.parametrize("increment,max_step_change", [(0.3, 0.25), (-2.0, 0.5), (5.0, 1.0)])
@@ -194,20 +194,10 @@ def test_with_step_controller_warm_start_reproduces_the_source_updates():
     lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0, trust_features=True)
     theta = _random_theta(lopt, 5)
     grown_lopt, grown = lopt.with_step_controller(theta)
-    assert grown_lopt == dataclasses.replace(lopt, step_controller=True)
-    shapes = jax.tree_util.tree_map(jnp.shape, grown_lopt.init(jax.random.PRNGKey(0)))
-    assert jax.tree_util.tree_map(jnp.shape, grown) == shapes
-    params, loss = _problem()
-    ref = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
-    out = _run(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
-    for a, b in zip(ref, out):
-        for k in a:
-            # the zero row / column change the matmuls' summation order: float noise over 15 steps
-            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=3e-4, atol=1e-7)
+    # the zero row / column change the matmuls' summation order: float noise over 15 steps
+    ref, problem = _check_warm_start(lopt, theta, grown_lopt, grown, {"step_controller": True}, 3e-4, 1e-7)
     # the new output column drives the accumulator: a nonzero increment moves the updates
-    bumped = {**grown, "t_b2": grown["t_b2"].at[1].set(0.3)}
-    moved = _run(grown_lopt.opt_fn(bumped, num_steps=15), params, loss)
-    assert max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
+    assert _moves_updates(grown_lopt, {**grown, "t_b2": grown["t_b2"].at[1].set(0.3)}, ref, problem)
     with pytest.raises(ValueError, match="step_controller is already on"):
         grown_lopt.with_step_controller(grown)
     with pytest.raises(ValueError, match="trust_features"):

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 from pathlib import Path
-
-from learned_opt.checkpoint import load, save
-from outer_train import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 
 
 def _trust_script():
-    """The sched_trust warm-start script (for its update-difference check)."""
+    """The sched_trust warm-start script (its warm start, check and training driver)."""
     path = HERE.parent / "sched_trust" / "warm_start.py"
     spec = importlib.util.spec_from_file_location("sched_trust_warm_start", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -38,19 +34,8 @@ def main() -> None:
     p.add_argument("--config", default=str(HERE / "config.json"))
     p.add_argument("--out", default="runs/sched_accum")
     args = p.parse_args()
-    source_lopt, source_theta = load(args.source)
-    lopt, theta = source_lopt.with_step_controller(source_theta)
-    diff = _trust_script().max_update_difference(source_lopt.opt_fn(source_theta, num_steps=20),
-                                                 lopt.opt_fn(theta, num_steps=20))
-    print(f"warm start from {args.source}: max |update difference| over 20 steps = {diff:.3g}")
-    if diff > 1e-5:  # float noise from the grown matmuls' summation order is ~1e-6 on 0.01-sized steps
-        raise SystemExit("the warm-started optimizer does not reproduce the source optimizer")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = save(out / "init.lopt", lopt, theta, {"warm_start_from": args.source})
-    cfg = TrainConfig(**{**json.loads(Path(args.config).read_text()), "out": str(out), "init_theta": str(start)})
-    result = train(cfg)
-    print(result.stopped, int(result.step))
+    # float noise from the grown matmuls' summation order is ~1e-6 on 0.01-sized steps
+    _trust_script().warm_start_and_train(args.source, args.config, args.out, "with_step_controller", tolerance=1e-5)
 
 
 if __name__ == "__main__":

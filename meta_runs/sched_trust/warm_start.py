@@ -43,24 +43,31 @@ def max_update_difference(a, b, steps: int = 20) -> float:
     return worst
 
 
+def warm_start_and_train(source: str, config: str, out_dir: str, grow: str, tolerance: float = 1e-6) -> None:
+    """Grow the θ of ``source`` with ``ScheduledAdamLOpt.<grow>``, check that the grown optimizer
+    reproduces the source's updates to ``tolerance``, save it as ``OUT/init.lopt`` and train the
+    config from it (config key ``init_theta``)."""
+    source_lopt, source_theta = load(source)
+    lopt, theta = getattr(source_lopt, grow)(source_theta)
+    diff = max_update_difference(source_lopt.opt_fn(source_theta, num_steps=20), lopt.opt_fn(theta, num_steps=20))
+    print(f"warm start from {source}: max |update difference| over 20 steps = {diff:.3g}")
+    if diff > tolerance:
+        raise SystemExit("the warm-started optimizer does not reproduce the source optimizer")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = save(out / "init.lopt", lopt, theta, {"warm_start_from": source})
+    cfg = TrainConfig(**{**json.loads(Path(config).read_text()), "out": str(out), "init_theta": str(start)})
+    result = train(cfg)
+    print(result.stopped, int(result.step))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--from", dest="source", default=str(HERE.parent / "sched_pool" / "theta_00004277.lopt"))
     p.add_argument("--config", default=str(HERE / "config.json"))
     p.add_argument("--out", default="runs/sched_trust")
     args = p.parse_args()
-    source_lopt, source_theta = load(args.source)
-    lopt, theta = source_lopt.with_trust_features(source_theta)
-    diff = max_update_difference(source_lopt.opt_fn(source_theta, num_steps=20), lopt.opt_fn(theta, num_steps=20))
-    print(f"warm start from {args.source}: max |update difference| over 20 steps = {diff:.3g}")
-    if diff > 1e-6:
-        raise SystemExit("the warm-started optimizer does not reproduce the source optimizer")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = save(out / "init.lopt", lopt, theta, {"warm_start_from": args.source})
-    cfg = TrainConfig(**{**json.loads(Path(args.config).read_text()), "out": str(out), "init_theta": str(start)})
-    result = train(cfg)
-    print(result.stopped, int(result.step))
+    warm_start_and_train(args.source, args.config, args.out, "with_trust_features")
 
 
 if __name__ == "__main__":
