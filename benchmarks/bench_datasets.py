@@ -15,7 +15,12 @@ data_dir (interpreter start, imports of jax/TFDS included), median of 3.
 
     python benchmarks/bench_datasets.py [--repeats 5] [--fashion]
 
-Writes ``benchmarks/results/bench_datasets.json``.
+Writes ``benchmarks/results/bench_datasets.json``. The measurements run in one window that records
+the load average and CPU steal (:mod:`benchmarks.machine`); its summary is stored under
+``"machine_summary"`` (``"machine"`` is the architecture string) and ``"quiet"`` says whether it
+was quiet. The load that decides is the one before ``tasks.datasets`` was imported (the import is
+itself timed, and the benchmark's own work raises the 1-minute average); busy results are marked
+in the printed table.
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import Window, load_now  # noqa: E402
+
+IDLE_LOAD = load_now()  # before the (timed) import below and everything after it
 t0 = time.perf_counter()
 from tasks.datasets import builders, loader, sources, text  # noqa: E402  (imports TFDS)
 
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
         names.append("fashion_mnist")
     raw_fns = _raw_baselines()
     rows = []
-    with tempfile.TemporaryDirectory() as data_dir:
+    with Window(idle_load=IDLE_LOAD) as window, tempfile.TemporaryDirectory() as data_dir:
         for name in names:
             if name not in raw_fns or not (name in loader.TEXT_DATASETS or loader._available(name)):
                 print(f"skip {name}: source not available")
@@ -130,19 +138,26 @@ def main(argv=None) -> int:
             rows.append(bench(name, data_dir, args.repeats, raw_fns[name]))
         fresh_ms, jax_only_ms = fresh_process_ms(data_dir)
 
+    machine = window.summary()
+    mark = "" if machine["quiet"] else " (BUSY)"
     header = f"{'dataset':<17}{'prepare s':>10}{'read ms':>10}{'cached ms':>10}{'raw ms':>10}{'read/raw':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['dataset']:<17}{r['prepare_s']:>10.2f}{r['read_ms']:>10.1f}{r['cached_ms']:>10.2f}"
-              f"{r['raw_ms']:>10.1f}{r['read_over_raw']:>10.2f}")
+              f"{r['raw_ms']:>10.1f}{r['read_over_raw']:>10.2f}{mark}")
     print(f"import tasks.datasets (jax + TFDS): {IMPORT_S:.2f} s")
     print(f"fresh process, load digits from prepared data_dir: {fresh_ms:.0f} ms "
           f"(python -c 'import jax' alone: {jax_only_ms:.0f} ms)")
+    print(f"machine: load {IDLE_LOAD:.2f} before the benchmark, {machine['load_1min_start']:.2f} / "
+          f"{machine['load_1min_end']:.2f} at the start / end of the timed window, "
+          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%, busy {100 * (machine['cpu_busy'] or 0):.0f}%: "
+          f"{'quiet' if machine['quiet'] else 'BUSY — these are not speed measurements'}")
     result = {"rows": rows, "import_tasks_datasets_s": IMPORT_S, "fresh_process_digits_ms": fresh_ms,
               "fresh_process_import_jax_ms": jax_only_ms, "repeats": args.repeats,
               "python": platform.python_version(), "machine": platform.machine(),
-              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+              "machine_summary": machine, "quiet": machine["quiet"]}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

@@ -10,7 +10,12 @@ run (an MLP with one hidden layer of 32 units on 8x8 digits, batch 32).
     python benchmarks/bench_tasksets.py                     # 50 tasks per family
     python benchmarks/bench_tasksets.py --num-tasks 10 --families mlp_family conv_family
 
-Writes ``benchmarks/results/bench_tasksets.json``.
+Writes ``benchmarks/results/bench_tasksets.json``. The reference and every family are timed in a
+window that records the load average and CPU steal (:mod:`benchmarks.machine`): each row gets its
+window's summary under ``"machine"``, the file's ``"machine"`` holds the whole run's summary next to
+the platform, and ``"quiet"`` says whether every window was quiet. The load that decides is the one
+before the benchmark started (its own compilation raises the 1-minute average). Families timed on
+a busy machine are marked ``*`` in the table, and the verdict is printed under it.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tasksets  # noqa: E402
+from benchmarks.machine import Window, load_now  # noqa: E402
 
 REFERENCE_CFG = {
     "family": "mlp_family", "dataset": "digits", "image_size": None, "hidden_sizes": [32],
@@ -56,6 +62,38 @@ def time_step(cfg: dict, repeats: int) -> dict:
     return {"ms": 1e3 * statistics.median(times), "compile_s": compile_s, "num_params": n_params}
 
 
+def time_families(fams, args, ref_ms: float, idle_load: float) -> tuple[list, dict]:
+    """Time ``args.num_tasks`` sampled tasks of every family, each family in its own window."""
+    rows, records = [], {}
+    for fam in fams:
+        recs = []
+        t_fam = time.perf_counter()
+        with Window(idle_load=idle_load) as window:
+            for seed in range(args.num_tasks):
+                cfg = tasksets.sample_config(fam, seed)
+                try:
+                    r = time_step(cfg, args.repeats)
+                except Exception as err:  # noqa: BLE001 -- report, do not hide
+                    r = {"error": f"{type(err).__name__}: {err}"}
+                r.update(seed=seed, task_id=tasksets.task_id(cfg))
+                recs.append(r)
+        ok = [r for r in recs if "ms" in r]
+        ms = np.array([r["ms"] for r in ok]) if ok else np.array([np.nan])
+        row = {
+            "family": fam, "tasks": len(recs), "errors": len(recs) - len(ok),
+            "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+            "max_ms": float(np.max(ms)), "under_cap": int(np.sum(ms <= args.cap_ms)),
+            "median_compile_s": float(np.median([r["compile_s"] for r in ok])) if ok else float("nan"),
+            "median_ratio_to_reference": float(np.median(ms) / ref_ms),
+            "max_params": int(max((r["num_params"] for r in ok), default=0)),
+            "wall_s": time.perf_counter() - t_fam, "machine": window.summary(),
+        }
+        rows.append(row)
+        records[fam] = recs
+        print(f"{fam}: done in {row['wall_s']:.0f}s", flush=True)
+    return rows, records
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,37 +105,17 @@ def main(argv=None) -> int:
                                              "bench_tasksets.json"))
     args = parser.parse_args(argv)
     fams = args.families or tasksets.families()
+    idle_load = load_now()  # before compiling: the windows' own load average includes compilation
 
-    ref_times = [time_step(REFERENCE_CFG, args.repeats)["ms"] for _ in range(3)]
-    ref_ms = statistics.median(ref_times)
-    print(f"reference step (MLP 64-32-10 on 8x8 digits, batch 32): {ref_ms:.3f} ms")
-
-    rows, records = [], {}
-    for fam in fams:
-        recs = []
-        t_fam = time.perf_counter()
-        for seed in range(args.num_tasks):
-            cfg = tasksets.sample_config(fam, seed)
-            try:
-                r = time_step(cfg, args.repeats)
-            except Exception as err:  # noqa: BLE001 -- report, do not hide
-                r = {"error": f"{type(err).__name__}: {err}"}
-            r.update(seed=seed, task_id=tasksets.task_id(cfg))
-            recs.append(r)
-        ok = [r for r in recs if "ms" in r]
-        ms = np.array([r["ms"] for r in ok]) if ok else np.array([np.nan])
-        row = {
-            "family": fam, "tasks": len(recs), "errors": len(recs) - len(ok),
-            "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "max_ms": float(np.max(ms)), "under_cap": int(np.sum(ms <= args.cap_ms)),
-            "median_compile_s": float(np.median([r["compile_s"] for r in ok])) if ok else float("nan"),
-            "median_ratio_to_reference": float(np.median(ms) / ref_ms),
-            "max_params": int(max((r["num_params"] for r in ok), default=0)),
-            "wall_s": time.perf_counter() - t_fam,
-        }
-        rows.append(row)
-        records[fam] = recs
-        print(f"{fam}: done in {row['wall_s']:.0f}s", flush=True)
+    with Window(idle_load=idle_load) as whole:
+        with Window(idle_load=idle_load) as window:
+            ref_times = [time_step(REFERENCE_CFG, args.repeats)["ms"] for _ in range(3)]
+        ref_machine = window.summary()
+        ref_ms = statistics.median(ref_times)
+        print(f"reference step (MLP 64-32-10 on 8x8 digits, batch 32): {ref_ms:.3f} ms")
+        rows, records = time_families(fams, args, ref_ms, idle_load)
+    machine = whole.summary()
+    quiet = bool(ref_machine["quiet"] and machine["quiet"] and all(r["machine"]["quiet"] for r in rows))
 
     header = (f"| family | tasks | median ms | p90 ms | max ms | <= {args.cap_ms:g} ms | "
               "x reference | compile s | max params |")
@@ -105,16 +123,26 @@ def main(argv=None) -> int:
     print(header)
     print("|" + "---|" * 9)
     for r in rows:
-        print(f"| {r['family']} | {r['tasks']} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | "
+        mark = "" if r["machine"]["quiet"] else "*"
+        print(f"| {r['family']}{mark} | {r['tasks']} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | "
               f"{r['max_ms']:.3f} | {r['under_cap']}/{r['tasks'] - r['errors']} | "
               f"{r['median_ratio_to_reference']:.2f} | {r['median_compile_s']:.2f} | "
               f"{r['max_params']} |")
+    print(f"\nmachine: load {idle_load:.2f} before the benchmark, {machine['load_1min_start']:.2f} / "
+          f"{machine['load_1min_end']:.2f} at the start / end of the timed run, "
+          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%, busy {100 * (machine['cpu_busy'] or 0):.0f}%: "
+          f"{'quiet' if quiet else 'BUSY — these are not speed measurements'}")
+    busy = [r["family"] for r in rows if not r["machine"]["quiet"]] + ([] if ref_machine["quiet"] else ["reference"])
+    if busy:
+        print(f"* timed on a busy machine: {', '.join(busy)} (times are upper bounds; "
+              "the ratios to the reference are less affected)")
     out = {
         "benchmark": "bench_tasksets", "cap_ms": args.cap_ms, "repeats": args.repeats,
         "num_tasks": args.num_tasks, "reference_ms": ref_ms, "reference_cfg": REFERENCE_CFG,
-        "rows": rows, "tasks": records,
+        "reference_machine": ref_machine, "rows": rows, "tasks": records,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
+                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()], **machine},
+        "quiet": quiet,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
