@@ -6,10 +6,11 @@
 
 Steps (all offline; the default distribution uses only data shipped inside the package):
 
-1. **Meta-train** Adam with a learned schedule (:class:`learned_opt.scheduled_adam.ScheduledAdamLOpt`)
-   with the ``scheduled_pool`` recipe (PES on tasks of the ``train_pool`` taskset, log-uniform
-   trajectory lengths, final-loss weighted normalized meta-loss, weight reparameterization,
-   AdamW warmup-cosine; :data:`DEFAULT_TRAIN`) for the training share of the budget,
+1. **Meta-train** Adam with a learned schedule (:class:`learned_opt.scheduled_adam.ScheduledAdamLOpt`,
+   with its trust-ratio inputs) with the ``scheduled_pool`` recipe (PES on tasks of the
+   ``train_pool`` taskset, log-uniform trajectory lengths, final-loss weighted normalized
+   meta-loss, weight reparameterization, AdamW warmup-cosine; :data:`DEFAULT_TRAIN`) for the
+   training share of the budget,
    checkpointing into ``OUT/train/`` (``learned-opt train --resume --out OUT/train`` continues it).
 2. **Evaluate** the newest θ under the evaluation protocol (:mod:`eval.protocol`) against tuned
    Adam, tuned Adam + cosine decay, tuned SGD + momentum and L-BFGS-B on the in-distribution
@@ -37,9 +38,12 @@ from typing import Any, Sequence
 # The embedded default: the scheduled_pool recipe (issue 16) on 16 of the 48 frozen `train_pool`
 # tasks (MLP classifiers on 8x8 digits and synthetic data, quadratics, synthetic problems, MLP
 # autoencoders) -- fewer tasks than the preset so that compilation fits a 30-minute budget; the
-# cosine outer schedule spans `outer_steps`, set above what the training share of 30 minutes reaches
-# (1,500 steps took 13.4 min at load ~4) so that the time budget, not the step count, ends training;
-# stopped at ~2,000 steps the outer rate is ~1.1e-3 of the 3e-3 -> 1e-3 cosine.
+# cosine outer schedule spans `outer_steps`. Measured: 2,400 steps in 12.6 min (87 s compiling) on
+# an idle 2-core machine, so there the step count ends training inside the 16.5-minute share; on a
+# busy machine (1,500 steps took 13.4 min at load ~4) the time budget ends it first, with the outer
+# rate still above the cosine's 1e-3 floor. The preset includes the trust-ratio inputs: with them
+# the run ties or beats tuned Adam on 23 of 32 in-distribution tasks, without them on 10 (both
+# measured the same day, docs/ablations.md, "The default run").
 DEFAULT_TRAIN: dict[str, Any] = {
     "preset": "scheduled_pool",
     "overrides": {"mixture_size": 16, "outer_steps": 2400, "outer_warmup_steps": 50, "checkpoint_every": 25},

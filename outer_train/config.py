@@ -246,12 +246,13 @@ _PRESETS: dict[str, tuple[str, dict]] = {
              outer_lr=1e-3, outer_steps=2000),
     ),
     "scheduled_pool": (
-        "Adam with a learned schedule (scheduled_adam) on the 48-task train_pool: log-uniform "
-        "trajectories 50-500, final-loss weighted normalized meta-loss, weight reparameterization, "
-        "PES, AdamW warmup-cosine 3e-3 -> 1e-3 (the default recipe of issue 16)",
+        "Adam with a learned schedule (scheduled_adam, trust-ratio inputs) on the 48-task train_pool: "
+        "log-uniform trajectories 50-500, final-loss weighted normalized meta-loss, weight "
+        "reparameterization, PES, AdamW warmup-cosine 3e-3 -> 1e-3 (the default recipe of issue 16)",
         dict(task="taskset_mixture", taskset="train_pool", mixture_size=48, normalizer="taskset",
              optimizer="scheduled_adam",
-             optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0},
+             optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0,
+                               "trust_features": True},
              estimator="pes", sigma=0.01, num_tasks=1, unroll_length=20, trunc_schedule="log_uniform",
              min_trunc_length=50, trunc_length=500, meta_weighting="linear", reparam="global",
              reparam_range=(0.2, 5.0), outer_optimizer="adamw", outer_lr=3e-3, outer_lr_schedule="warmup_cosine",

@@ -38,7 +38,7 @@ def test_run_quick_end_to_end(tmp_path):
     # the checkpoint is a loadable learned optimizer
     import learned_opt
     lopt, theta = learned_opt.load(out / "checkpoint.lopt")
-    assert type(lopt).__name__ == "ScheduledAdamLOpt"
+    assert type(lopt).__name__ == "ScheduledAdamLOpt" and lopt.trust_features
     # a second run on the same directory says it resumes, and from which step
     proc2 = subprocess.run([sys.executable, "-m", "learned_opt", "run", "--quick", "--budget", "1",
                             "--out", str(out), "--no-progress"],
@@ -52,3 +52,24 @@ def test_run_rejects_bad_budget(capsys):
     from eval.main_job import main
     assert main(["--budget", "0", "--out", "/tmp/never"]) == 2
     assert "--budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_run_config_is_the_recipe_with_trust_inputs(quick, tmp_path):
+    """The embedded default trains ScheduledAdamLOpt with the trust-ratio inputs (the measured
+    difference between the two is in docs/ablations.md); --optimizer swaps in that optimizer's own
+    defaults, --set reaches the optimizer's options."""
+    import argparse
+
+    from eval.main_job import train_config
+    from learned_opt.registry import get_optimizer
+
+    args = argparse.Namespace(quick=quick, optimizer=None, estimator="pes", seed=0, no_progress=True, set=[])
+    cfg = train_config(args, 1.0, str(tmp_path))
+    assert cfg.optimizer == "scheduled_adam" and cfg.optimizer_kwargs["trust_features"] is True
+    assert get_optimizer(cfg.optimizer, **cfg.optimizer_kwargs).trust_features
+    off = train_config(argparse.Namespace(**{**vars(args), "set": ["optimizer_kwargs.trust_features=false"]}),
+                       1.0, str(tmp_path))
+    assert off.optimizer_kwargs["trust_features"] is False
+    mlp = train_config(argparse.Namespace(**{**vars(args), "optimizer": "mlp"}), 1.0, str(tmp_path))
+    assert mlp.optimizer == "mlp" and mlp.optimizer_kwargs == {}
