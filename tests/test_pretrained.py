@@ -11,7 +11,7 @@ import pytest
 import learned_opt
 import tasksets
 
-NAMES = ("mlp", "hierarchical", "scheduled", "scheduled_trust")
+NAMES = ("mlp", "hierarchical", "scheduled", "scheduled_trust", "hierarchical_scheduled")
 
 
 def _heldout_task(family: str):
