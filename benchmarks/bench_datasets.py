@@ -104,7 +104,7 @@ def bench(name: str, data_dir: str, repeats: int, raw_fn) -> dict:
             "cached_ms": 1e3 * cached, "raw_ms": 1e3 * raw, "read_over_raw": read / raw}
 
 
-def fresh_process_ms(data_dir: str, repeats: int = 3) -> float:
+def fresh_process_ms(data_dir: str, repeats: int = 3) -> tuple[float, float]:
     code = ("from tasks.datasets import load_image_dataset; "
             f"load_image_dataset('digits', data_dir={data_dir!r})")
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")

@@ -63,11 +63,13 @@ def test_run_config_is_the_recipe_with_trust_inputs(quick, tmp_path):
 
     from eval.main_job import train_config
     from learned_opt.registry import get_optimizer
+    from learned_opt.scheduled_adam import ScheduledAdamLOpt
 
     args = argparse.Namespace(quick=quick, optimizer=None, estimator="pes", seed=0, no_progress=True, set=[])
     cfg = train_config(args, 1.0, str(tmp_path))
     assert cfg.optimizer == "scheduled_adam" and cfg.optimizer_kwargs["trust_features"] is True
-    assert get_optimizer(cfg.optimizer, **cfg.optimizer_kwargs).trust_features
+    lopt = get_optimizer(cfg.optimizer, **cfg.optimizer_kwargs)
+    assert isinstance(lopt, ScheduledAdamLOpt) and lopt.trust_features
     off = train_config(argparse.Namespace(**{**vars(args), "set": ["optimizer_kwargs.trust_features=false"]}),
                        1.0, str(tmp_path))
     assert off.optimizer_kwargs["trust_features"] is False
