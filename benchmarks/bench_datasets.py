@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import Window, load_now  # noqa: E402
+from benchmarks.machine import Window, describe, load_now  # noqa: E402
 
 IDLE_LOAD = load_now()  # before the (timed) import below and everything after it
 t0 = time.perf_counter()
@@ -149,10 +149,7 @@ def main(argv=None) -> int:
     print(f"import tasks.datasets (jax + TFDS): {IMPORT_S:.2f} s")
     print(f"fresh process, load digits from prepared data_dir: {fresh_ms:.0f} ms "
           f"(python -c 'import jax' alone: {jax_only_ms:.0f} ms)")
-    print(f"machine: load {IDLE_LOAD:.2f} before the benchmark, {machine['load_1min_start']:.2f} / "
-          f"{machine['load_1min_end']:.2f} at the start / end of the timed window, "
-          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%, busy {100 * (machine['cpu_busy'] or 0):.0f}%: "
-          f"{'quiet' if machine['quiet'] else 'BUSY — these are not speed measurements'}")
+    print(describe(machine, IDLE_LOAD))
     result = {"rows": rows, "import_tasks_datasets_s": IMPORT_S, "fresh_process_digits_ms": fresh_ms,
               "fresh_process_import_jax_ms": jax_only_ms, "repeats": args.repeats,
               "python": platform.python_version(), "machine": platform.machine(),

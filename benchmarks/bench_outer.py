@@ -252,7 +252,7 @@ def main(argv=None) -> int:
               f"{r['thin_chain_gflops'] / r['square_matmul_gflops']:.0%} of the square matmul's "
               f"{r['square_matmul_gflops']:.0f}; whole-array chain {r['thin_chain_whole_array_gflops']:.0f}")
         return 0
-    from benchmarks.machine import Window, load_now
+    from benchmarks.machine import Window, describe, load_now
 
     idle_load = load_now()  # before compiling: the window's own load average includes compilation
     import jax
@@ -290,10 +290,7 @@ def main(argv=None) -> int:
     if ratio is not None:
         print(f"(e) / (c) inner-step rate: {ratio:.3f} (reference framework: "
               f"{REFERENCE['e'] / REFERENCE['c']:.3f}; target >= 0.42)")
-    verdict = "quiet" if machine["quiet"] else "BUSY — these are not speed measurements"
-    print(f"machine: load {idle_load:.2f} before the benchmark, {machine['load_1min_start']:.2f} / "
-          f"{machine['load_1min_end']:.2f} at the start / end of the timed window, "
-          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%: {verdict}")
+    print(describe(machine, idle_load))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "steps": args.steps, "repeats": args.repeats, "interleaved": True,

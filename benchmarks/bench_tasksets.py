@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tasksets  # noqa: E402
-from benchmarks.machine import Window, load_now  # noqa: E402
+from benchmarks.machine import Window, describe, load_now  # noqa: E402
 
 REFERENCE_CFG = {
     "family": "mlp_family", "dataset": "digits", "image_size": None, "hidden_sizes": [32],
@@ -128,10 +128,7 @@ def main(argv=None) -> int:
               f"{r['max_ms']:.3f} | {r['under_cap']}/{r['tasks'] - r['errors']} | "
               f"{r['median_ratio_to_reference']:.2f} | {r['median_compile_s']:.2f} | "
               f"{r['max_params']} |")
-    print(f"\nmachine: load {idle_load:.2f} before the benchmark, {machine['load_1min_start']:.2f} / "
-          f"{machine['load_1min_end']:.2f} at the start / end of the timed run, "
-          f"CPU steal {100 * (machine['cpu_steal'] or 0):.1f}%, busy {100 * (machine['cpu_busy'] or 0):.0f}%: "
-          f"{'quiet' if quiet else 'BUSY — these are not speed measurements'}")
+    print("\n" + describe({**machine, "quiet": quiet}, idle_load, span="timed run"))
     busy = [r["family"] for r in rows if not r["machine"]["quiet"]] + ([] if ref_machine["quiet"] else ["reference"])
     if busy:
         print(f"* timed on a busy machine: {', '.join(busy)} (times are upper bounds; "

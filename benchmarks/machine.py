@@ -58,3 +58,13 @@ class Window:
 def load_now() -> float:
     """The 1-minute load average now (call it before the benchmark's own work starts)."""
     return os.getloadavg()[0]
+
+
+def describe(summary: dict, idle_load: float, span: str = "timed window") -> str:
+    """One printed line for a :meth:`Window.summary`: the load before the benchmark and at both ends
+    of ``span``, CPU steal and busy fractions, and the verdict."""
+    verdict = "quiet" if summary["quiet"] else "BUSY — these are not speed measurements"
+    return (f"machine: load {idle_load:.2f} before the benchmark, {summary['load_1min_start']:.2f} / "
+            f"{summary['load_1min_end']:.2f} at the start / end of the {span}, "
+            f"CPU steal {100 * (summary['cpu_steal'] or 0):.1f}%, busy {100 * (summary['cpu_busy'] or 0):.0f}%: "
+            f"{verdict}")
