@@ -10,7 +10,9 @@
   :func:`param_gradient_features` — the same with the parameter ``w`` as first column;
 * :func:`direction_magnitude_step` — ``u = d · exp(α s) · β`` from the network's two outputs;
 * :class:`LossStats` / :func:`update_loss_stats` / :func:`loss_features` — normalized loss
-  features that are finite at step 0 and for any finite loss scale (no bias-correction division).
+  features that are finite at step 0 and for any finite loss scale (no bias-correction division);
+* :func:`trust_ratio_features` — ``tanh ρ`` of the actual over the first-order predicted change of
+  the last step and its moving average (the trust-region signal of the scheduled optimizers).
 
 Per-tensor reductions come from :mod:`learned_opt.flat_layout`, except the means of
 :func:`segment_rms_scales`, which split the rows once (same sums; a cheaper backward pass: in a
@@ -180,3 +182,25 @@ def update_loss_stats(stats: LossStats, loss: Array, decays: Array) -> LossStats
     first = jnp.where(started, stats.first, l_safe)
     new = LossStats(next_count(stats.count), first, mean, var)
     return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, stats)
+
+
+NUM_TRUST_FEATURES = 2
+TRUST_DECAY = 0.9
+
+
+def trust_ratio_features(count: Array, prev_loss: Array, predicted: Array, rho_ema: Array,
+                         loss: Array | None, dtype: Any) -> tuple[Array, Array]:
+    """``([tanh ρ, ema'], ema')`` with ``ρ = (L_t - L_{t-1}) / P``, ``P = Σ_i g_{t-1,i} u_{t-1,i}``
+    the first-order predicted change of the previous update (``predicted``; ≤ 0 for a descent
+    step) and ``ema' = 0.9 ema + 0.1 tanh ρ``. ``ρ ≈ 1``: the step was in the linear regime;
+    ``ρ < 0``: the loss rose. ``tanh ρ`` is 0 (and the average unchanged) at the first step
+    (``count == 0``), without a loss, and whenever anything is non-finite."""
+    if loss is None:
+        return jnp.zeros((NUM_TRUST_FEATURES,), dtype), rho_ema
+    loss = jnp.asarray(loss, dtype)
+    denom = jnp.minimum(predicted, -1e-30)  # never divide by 0
+    rho = jnp.tanh((loss - prev_loss) / denom)
+    ok = (count > 0) & jnp.isfinite(rho)
+    rho = jnp.where(ok, rho, 0.0)
+    ema = jnp.where(ok, TRUST_DECAY * rho_ema + (1 - TRUST_DECAY) * rho, rho_ema)
+    return jnp.stack([rho, ema]).astype(dtype), ema

@@ -21,7 +21,13 @@ Two levels:
    * validation-loss features, the same four numbers for the extra argument ``valid_loss=``
      (zero when it is not passed), through their own weight block ``theta["gru_wv"]``, which
      starts at zero (the validation pathway is switched off until meta-training turns it on; with
-     ``gru_wv = 0`` the updates are identical with and without ``valid_loss``).
+     ``gru_wv = 0`` the updates are identical with and without ``valid_loss``);
+   * with ``trust_features=True``, the trust-region signal of
+     :class:`~learned_opt.scheduled_adam.ScheduledAdamLOpt`
+     (:func:`learned_opt.feature_math.trust_ratio_features`: ``tanh ρ`` of the actual over the
+     first-order predicted loss change of the previous update, and its moving average), through
+     their own weight block ``theta["gru_wt"]``, which starts at zero (so
+     :meth:`HierarchicalLOpt.with_trust_features` grows a trained θ without changing its updates).
 
    The GRU is ``z = σ(x W_z + h U_z + b_z)``, ``r = σ(x W_r + h U_r + b_r)``,
    ``n = tanh(x W_n + (r ⊙ h) U_n + b_n)``, ``h' = (1 - z) ⊙ n + z ⊙ h``.
@@ -62,6 +68,7 @@ import numpy as np
 from learned_opt.base import Theta
 from learned_opt.feature_math import (
     DEFAULT_TIMESCALES,
+    NUM_TRUST_FEATURES,
     LossStats,
     direction_magnitude_step,
     init_loss_stats,
@@ -71,13 +78,14 @@ from learned_opt.feature_math import (
     param_gradient_features,
     safe_rsqrt,
     time_features,
+    trust_ratio_features,
     update_loss_stats,
     update_moments,
 )
 from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean, segment_sum, segment_variance
 from learned_opt.networks import DEFAULT_ROW_CHUNK, mlp_init
 from learned_opt.per_param import PerParameterLOpt, StepInputs
-from learned_opt.validation import check_floats_in, check_positive, check_positive_ints
+from learned_opt.validation import check_bool, check_floats_in, check_positive, check_positive_ints
 
 _LOG_FLOOR = 1e-30  # floor inside the log-statistics
 OUTPUTS = ("direction_magnitude", "nominal_adam")
@@ -91,6 +99,23 @@ class HierarchicalLOptState(NamedTuple):
     rnn: jax.Array  # float32 (T, H): per-tensor GRU hidden states
     train_loss: LossStats  # running statistics of the `loss` extra argument
     valid_loss: LossStats  # running statistics of the `valid_loss` extra argument
+
+
+class HierarchicalTrustState(NamedTuple):
+    """:class:`HierarchicalLOptState` plus the trust-ratio statistics (``trust_features=True``)."""
+
+    count: jax.Array
+    momenta: jax.Array
+    second_moment: jax.Array
+    rnn: jax.Array
+    train_loss: LossStats
+    valid_loss: LossStats
+    prev_loss: jax.Array  # L_{t-1} (0 before the first loss)
+    predicted: jax.Array  # P = Σ g·u of the previous update
+    rho_ema: jax.Array  # moving average of tanh(ρ)
+
+
+AnyHierarchicalState = HierarchicalLOptState | HierarchicalTrustState
 
 
 def tensor_statistics(signals: jax.Array, g: jax.Array, p: jax.Array, layout: FlatLayout) -> jax.Array:
@@ -120,10 +145,13 @@ def _loss_input(stats: LossStats, loss: jax.Array | None, decays: jax.Array, n: 
     return loss_features(stats, loss), update_loss_stats(stats, loss, decays)
 
 
-def gru_cell(theta: dict, x: jax.Array, h: jax.Array, xv: jax.Array) -> jax.Array:
-    """One GRU step for all tensors: ``x`` (T, I), ``h`` (T, H), ``xv`` (T, V) validation features."""
+def gru_cell(theta: dict, x: jax.Array, h: jax.Array, xv: jax.Array, xt: jax.Array | None = None) -> jax.Array:
+    """One GRU step for all tensors: ``x`` (T, I), ``h`` (T, H), ``xv`` (T, V) validation features,
+    ``xt`` (T, 2) trust features (through ``theta["gru_wt"]``; only with ``trust_features``)."""
     hs = h.shape[-1]
     gx = x @ theta["gru_wx"] + xv @ theta["gru_wv"] + theta["gru_b"]
+    if xt is not None:
+        gx = gx + xt @ theta["gru_wt"]
     gh = h @ theta["gru_wh"][:, : 2 * hs]
     z = jax.nn.sigmoid(gx[:, :hs] + gh[:, :hs])
     r = jax.nn.sigmoid(gx[:, hs:2 * hs] + gh[:, hs:])
@@ -150,6 +178,8 @@ class HierarchicalLOpt(PerParameterLOpt):
         direction with a learned per-tensor log step and per-parameter correction).
       learning_rate, eps, max_log_step, max_correction: ``lr0``, Adam's ``eps``, ``S`` and ``C``
         of the nominal-Adam output (unused otherwise).
+      trust_features: feed the trust-ratio features (actual ÷ predicted loss change of the last
+        step) to the GRU; needs the ``loss=`` extra argument to be informative (zeros without it).
     """
 
     name = "hierarchical"
@@ -173,6 +203,7 @@ class HierarchicalLOpt(PerParameterLOpt):
     eps: float = 1e-8
     max_log_step: float = 6.0
     max_correction: float = 1.0
+    trust_features: bool = False
 
     def __post_init__(self) -> None:
         momentum_decays = check_floats_in("momentum_decays", self.momentum_decays, 0.0, 1.0)
@@ -189,7 +220,8 @@ class HierarchicalLOpt(PerParameterLOpt):
                   **{k: check_positive(k, getattr(self, k)) for k in (
                       "exp_mult", "step_mult", "tensor_scale_mult", "rsqrt_eps", "learning_rate", "eps",
                       "max_log_step", "max_correction")},
-                  row_chunk=check_positive_ints("row_chunk", [self.row_chunk])[0])
+                  row_chunk=check_positive_ints("row_chunk", [self.row_chunk])[0],
+                  trust_features=check_bool("trust_features", self.trust_features))
         if self.output == "nominal_adam" and ADAM_B1 not in self.momentum_decays:
             raise ValueError(f"output='nominal_adam' needs {ADAM_B1} among momentum_decays "
                              f"(Adam's first moment), got {list(self.momentum_decays)}")
@@ -216,6 +248,8 @@ class HierarchicalLOpt(PerParameterLOpt):
         theta = mlp_init(k_mlp, (self.num_param_features,) + self.hidden_sizes + (2,), last_scale=last_scale)
         theta["gru_wx"] = jax.random.normal(k_x, (n_in, 3 * hs), jnp.float32) / math.sqrt(n_in)
         theta["gru_wv"] = jnp.zeros((self.num_loss_features, 3 * hs), jnp.float32)
+        if self.trust_features:
+            theta["gru_wt"] = jnp.zeros((NUM_TRUST_FEATURES, 3 * hs), jnp.float32)
         theta["gru_wh"] = jax.random.normal(k_h, (hs, 3 * hs), jnp.float32) / math.sqrt(hs)
         theta["gru_b"] = jnp.zeros((3 * hs,), jnp.float32)
         theta["cond_w"] = jax.random.normal(k_c, (hs, self.hidden_sizes[0]), jnp.float32) / math.sqrt(hs)
@@ -225,22 +259,32 @@ class HierarchicalLOpt(PerParameterLOpt):
         return theta
 
     # ---------------------------------------------------------------------------- update
-    def init_state(self, layout: FlatLayout) -> HierarchicalLOptState:
+    def init_state(self, layout: FlatLayout) -> AnyHierarchicalState:
         n, k = layout.padded, len(self.momentum_decays)
-        return HierarchicalLOptState(
+        base = HierarchicalLOptState(
             count=jnp.zeros([], jnp.int32), momenta=jnp.zeros((n, k), layout.dtype),
             second_moment=jnp.zeros((n,), layout.dtype),
             rnn=jnp.zeros((layout.num_tensors, self.rnn_size), layout.dtype),
             train_loss=init_loss_stats(len(self.loss_decays), layout.dtype),
             valid_loss=init_loss_stats(len(self.loss_decays), layout.dtype))
+        if not self.trust_features:
+            return base
+        # distinct buffers, so the state can be donated to a jitted step
+        zeros = [jnp.zeros([], layout.dtype) for _ in range(3)]
+        return HierarchicalTrustState(*base, *zeros)
 
     def step(self, theta: Theta, inputs: StepInputs,
-             state: HierarchicalLOptState) -> tuple[jax.Array, HierarchicalLOptState]:
+             state: AnyHierarchicalState) -> tuple[jax.Array, AnyHierarchicalState]:
         """The GRU over per-tensor inputs, then the per-parameter MLP conditioned on its state."""
         layout, g, p = inputs.layout, inputs.g, inputs.p
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         momenta, v = update_moments(state.momenta, state.second_moment, g, decays, self.second_moment_decay)
-        h, train_stats, valid_stats = self._tensor_level(theta, inputs, state, momenta)
+        trust = None
+        if isinstance(state, HierarchicalTrustState):
+            trust = trust_ratio_features(state.count, state.prev_loss, state.predicted, state.rho_ema,
+                                         inputs.extra["loss"], layout.dtype)
+        h, train_stats, valid_stats = self._tensor_level(theta, inputs, state, momenta,
+                                                         None if trust is None else trust[0])
         cond = h @ theta["cond_w"] + theta["cond_b"]  # (T, hidden0)
         feats_fn = functools.partial(param_gradient_features, rsqrt_eps=self.rsqrt_eps)
         out = self.row_network(theta, (p, g, momenta, v), layout, len(self.hidden_sizes) + 1, feats_fn,
@@ -251,11 +295,25 @@ class HierarchicalLOpt(PerParameterLOpt):
         else:
             u = direction_magnitude_step(out, self.exp_mult, self.step_mult)
             u = u * segment_broadcast(jnp.exp(self.tensor_scale_mult * raw_scale), layout)
-        count = next_count(state.count)
-        return u, HierarchicalLOptState(count, momenta, v, h, train_stats, valid_stats)
+        new = HierarchicalLOptState(next_count(state.count), momenta, v, h, train_stats, valid_stats)
+        if not isinstance(state, HierarchicalTrustState) or trust is None:
+            return u, new
+        loss = inputs.extra["loss"]
+        prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)
+        return u, HierarchicalTrustState(*new, prev_loss, jnp.sum(g * u).astype(layout.dtype), trust[1])
 
-    def _tensor_level(self, theta: Theta, inputs: StepInputs, state: HierarchicalLOptState,
-                      momenta: jax.Array) -> tuple[jax.Array, LossStats, LossStats]:
+    def with_trust_features(self, theta: Theta) -> tuple[HierarchicalLOpt, Theta]:
+        """This optimizer with ``trust_features=True`` and ``theta`` grown to match (a zero
+        ``gru_wt`` block, so the grown optimizer makes exactly the updates of ``theta``): the warm
+        start for meta-training the trust features from a trained θ."""
+        if self.trust_features:
+            raise ValueError("trust_features is already on")
+        grown = dict(theta)
+        grown["gru_wt"] = jnp.zeros((NUM_TRUST_FEATURES, 3 * self.rnn_size), jnp.float32)
+        return dataclasses.replace(self, trust_features=True), grown
+
+    def _tensor_level(self, theta: Theta, inputs: StepInputs, state: AnyHierarchicalState,
+                      momenta: jax.Array, trust: jax.Array | None) -> tuple[jax.Array, LossStats, LossStats]:
         """``(h', train_stats, valid_stats)``: one GRU step on the per-tensor inputs."""
         layout, g, p = inputs.layout, inputs.g, inputs.p
         loss_decays = jnp.asarray(self.loss_decays, jnp.float32)
@@ -269,7 +327,8 @@ class HierarchicalLOpt(PerParameterLOpt):
         context = jnp.sum(state.rnn, axis=0) / max(t, 1)
         glob = jnp.concatenate([tf, lf, context])
         x = jnp.concatenate([tstats, jnp.broadcast_to(glob, (t, glob.shape[0]))], axis=1)
-        h = gru_cell(theta, x, state.rnn, jnp.broadcast_to(vf, (t, n_loss)))
+        xt = None if trust is None else jnp.broadcast_to(trust, (t, NUM_TRUST_FEATURES))
+        h = gru_cell(theta, x, state.rnn, jnp.broadcast_to(vf, (t, n_loss)), xt)
         return h, train_stats, valid_stats
 
     def _nominal_adam_step(self, out: jax.Array, raw_scale: jax.Array, momenta: jax.Array, v: jax.Array,

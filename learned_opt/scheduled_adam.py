@@ -60,12 +60,14 @@ import jax.numpy as jnp
 from learned_opt.base import Theta
 from learned_opt.feature_math import (
     DEFAULT_TIMESCALES,
+    NUM_TRUST_FEATURES,
     LossStats,
     init_loss_stats,
     loss_features,
     next_count,
     num_time_features,
     time_features,
+    trust_ratio_features,
     update_loss_stats,
 )
 from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean, segment_sum
@@ -120,23 +122,10 @@ class ScheduledAdamControlState(NamedTuple):
     log_step_acc: jax.Array  # (T,) a_j, |a_j| <= S
 
 
-NUM_TRUST_FEATURES = 2
-TRUST_DECAY = 0.9
-
-
 def trust_features(state: ScheduledAdamTrustState | ScheduledAdamControlState, loss: jax.Array | None,
                    dtype: Any) -> tuple[jax.Array, jax.Array]:
-    """``([tanh ρ, ema'], ema')``: ``ρ = (L_t - L_{t-1}) / P`` (0 at the first step, without a
-    loss, or when anything is non-finite); ``ema'`` the updated moving average."""
-    if loss is None:
-        return jnp.zeros((NUM_TRUST_FEATURES,), dtype), state.rho_ema
-    loss = jnp.asarray(loss, dtype)
-    denom = jnp.minimum(state.predicted, -1e-30)  # P ≤ 0 for a descent step; never divide by 0
-    rho = jnp.tanh((loss - state.prev_loss) / denom)
-    ok = (state.count > 0) & jnp.isfinite(rho)
-    rho = jnp.where(ok, rho, 0.0)
-    ema = jnp.where(ok, TRUST_DECAY * state.rho_ema + (1 - TRUST_DECAY) * rho, state.rho_ema)
-    return jnp.stack([rho, ema]).astype(dtype), ema
+    """``([tanh ρ, ema'], ema')`` of ``state`` (:func:`learned_opt.feature_math.trust_ratio_features`)."""
+    return trust_ratio_features(state.count, state.prev_loss, state.predicted, state.rho_ema, loss, dtype)
 
 
 AnyState = ScheduledAdamState | ScheduledAdamTrustState | ScheduledAdamControlState

@@ -120,7 +120,8 @@ def test_modes_agree_float32(name):
 
 @pytest.mark.parametrize("name,kwargs", [("scheduled_adam", {"trust_features": True}),
                                          ("scheduled_adam", {"trust_features": True, "step_controller": True}),
-                                         ("hierarchical", {"output": "nominal_adam"})])
+                                         ("hierarchical", {"output": "nominal_adam"}),
+                                         ("hierarchical", {"output": "nominal_adam", "trust_features": True})])
 def test_modes_agree_float32_variants(name, kwargs):
     _check_all_modes(name, jnp.float32, **kwargs)
 

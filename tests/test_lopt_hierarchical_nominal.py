@@ -1,5 +1,6 @@
 """HierarchicalLOpt with the nominal-Adam output: Adam at its initial θ, bounded learned parts."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -40,3 +41,76 @@ def test_nominal_output_needs_adam_momentum_and_known_output():
         HierarchicalLOpt(output="nominal_adam", momentum_decays=(0.5, 0.99))
     with pytest.raises(ValueError, match="output must be one of"):
         HierarchicalLOpt(output="adam")
+
+
+def _random_theta(lopt, seed, scale=0.3):
+    """A trained-like θ: every entry (including the zero-initialized blocks) random."""
+    theta = lopt.init(jax.random.PRNGKey(seed))
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(theta))
+    return {k: scale * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(theta.items()), keys)}
+
+
+def test_trust_features_at_initial_theta_is_adam():
+    lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=0.01, trust_features=True)
+    theta = lopt.init(jax.random.PRNGKey(1))
+    params, loss = _problem()
+    ours = run_updates(lopt.opt_fn(theta, num_steps=12), params, loss)
+    ref = run_updates(optax.adam(0.01, b1=0.9, b2=lopt.second_moment_decay, eps=lopt.eps), params, loss)
+    for u, r in zip(ours, ref):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-9)
+
+
+def test_with_trust_features_warm_start_reproduces_the_source_updates():
+    lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=0.01)
+    theta = _random_theta(lopt, 3)
+    grown_lopt, grown = lopt.with_trust_features(theta)
+    assert grown_lopt == HierarchicalLOpt(output="nominal_adam", learning_rate=0.01, trust_features=True)
+    shapes = jax.tree_util.tree_map(np.shape, grown_lopt.init(jax.random.PRNGKey(0)))
+    assert jax.tree_util.tree_map(np.shape, grown) == shapes
+    params, loss = _problem()
+    ref = run_updates(lopt.opt_fn(theta, num_steps=15), params, loss)
+    out = run_updates(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
+    for a, b in zip(ref, out):
+        for k in a:
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-5, atol=1e-9)
+    # the new block carries the trust inputs: setting it moves the updates
+    moved = run_updates(grown_lopt.opt_fn({**grown, "gru_wt": grown["gru_wt"] + 1.0}, num_steps=15), params, loss)
+    assert max(float(np.max(np.abs(np.asarray(m["w"] - r["w"])))) for m, r in zip(moved, ref)) > 1e-6
+    with pytest.raises(ValueError, match="trust_features"):
+        grown_lopt.with_trust_features(grown)
+
+
+@pytest.mark.parametrize("lr,expect", [(1e-4, "linear"), (30.0, "overshoot")])
+def test_trust_state_reads_actual_over_predicted_decrease(lr, expect):
+    """On ``f(x) = ½ Σ c_i x_i²`` the state after one update holds ``P = Σ g·u`` and ``L_0``; the
+    next step's features are ``tanh ρ`` with ``ρ = (L_1 - L_0) / P`` computed by hand (≈ 1 for a
+    tiny step, < 0 for a huge one)."""
+    from learned_opt.feature_math import trust_ratio_features
+
+    c = jnp.asarray([1.0, 3.0, 10.0])
+
+    def f(p):
+        return 0.5 * jnp.sum(c * p["x"] ** 2)
+
+    lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=lr, trust_features=True)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)), num_steps=10)
+    params = {"x": jnp.asarray([1.0, -2.0, 0.5])}
+    state = opt.init(params)
+    l0, g0 = jax.value_and_grad(f)(params)
+    u0, state = opt.update(g0, state, params, loss=l0)
+    inner = state.inner if hasattr(state, "inner") else state
+    found = [s for s in jax.tree_util.tree_leaves(inner, is_leaf=lambda x: hasattr(x, "rho_ema"))
+             if hasattr(s, "rho_ema")]
+    assert len(found) == 1
+    lstate = found[0]
+    predicted = float(jnp.sum(g0["x"] * u0["x"]))
+    np.testing.assert_allclose(float(lstate.predicted), predicted, rtol=1e-5)
+    assert float(lstate.prev_loss) == float(l0)
+    l1 = f(optax.apply_updates(params, u0))
+    feats, ema = trust_ratio_features(lstate.count, lstate.prev_loss, lstate.predicted, lstate.rho_ema, l1,
+                                      jnp.float32)
+    rho_ref = (float(l1) - float(l0)) / predicted
+    np.testing.assert_allclose(float(feats[0]), np.tanh(rho_ref), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(ema), 0.1 * np.tanh(rho_ref), rtol=1e-4, atol=1e-7)
+    assert abs(rho_ref - 1.0) < 0.01 if expect == "linear" else rho_ref < 0
