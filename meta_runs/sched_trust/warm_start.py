@@ -8,6 +8,11 @@ training) and meta-training learns what to do with the new inputs. The grown θ 
 
     python meta_runs/sched_trust/warm_start.py --out runs/sched_trust                          # fresh
     learned-opt train --config runs/sched_trust/config.json --out runs/sched_trust --resume   # continue
+
+The same script warm-starts any optimizer with a ``with_trust_features`` method;
+``meta_runs/hier_trust`` is ``HierarchicalLOpt`` grown from ``hierarchical_scheduled``:
+
+    python meta_runs/sched_trust/warm_start.py --from learned_opt/pretrained/hierarchical_scheduled.lopt --config meta_runs/hier_trust/config.json --out runs/hier_trust
 """
 from __future__ import annotations
 
