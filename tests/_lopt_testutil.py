@@ -1,5 +1,8 @@
-"""Helpers for the learned-optimizer tests: a small nonlinear problem and an update loop."""
+"""Helpers for the learned-optimizer tests: a small nonlinear problem, an update loop and the
+warm-start checks (a grown θ reproduces its source's updates; its new block moves them)."""
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -31,3 +34,31 @@ def run_updates(opt, params, loss, steps=15, jit=True):
         out.append(u)
         params = optax.apply_updates(params, u)
     return out
+
+
+def random_theta(lopt, seed, scale=0.3):
+    """A trained-like θ: every entry (including the zero-initialized blocks) random."""
+    theta = lopt.init(jax.random.PRNGKey(seed))
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(theta))
+    return {k: scale * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(theta.items()), keys)}
+
+
+def check_warm_start(lopt, theta, grown_lopt, grown, changed, rtol, atol):
+    """``grown_lopt`` at ``grown`` is ``lopt`` with ``changed`` set, has its θ shapes, and makes
+    ``lopt``'s updates at ``theta`` over 15 steps; returns ``(reference updates, problem)``."""
+    assert grown_lopt == dataclasses.replace(lopt, **changed)
+    shapes = jax.tree_util.tree_map(jnp.shape, grown_lopt.init(jax.random.PRNGKey(0)))
+    assert jax.tree_util.tree_map(jnp.shape, grown) == shapes
+    params, loss = toy_problem()
+    ref = run_updates(lopt.opt_fn(theta, num_steps=15), params, loss)
+    out = run_updates(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
+    for a, b in zip(ref, out):
+        for k in a:
+            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=rtol, atol=atol)
+    return ref, (params, loss)
+
+
+def moves_updates(lopt, theta, ref, problem) -> bool:
+    """Whether ``lopt`` at ``theta`` makes updates of ``w`` differing from ``ref`` by more than 1e-6."""
+    moved = run_updates(lopt.opt_fn(theta, num_steps=15), *problem)
+    return max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6

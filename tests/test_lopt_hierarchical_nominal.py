@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from _lopt_testutil import run_updates
+from _lopt_testutil import check_warm_start, moves_updates, random_theta, run_updates
 from _lopt_testutil import toy_problem as _problem
 from learned_opt.hierarchical_lopt import HierarchicalLOpt
 
@@ -43,13 +43,6 @@ def test_nominal_output_needs_adam_momentum_and_known_output():
         HierarchicalLOpt(output="adam")
 
 
-def _random_theta(lopt, seed, scale=0.3):
-    """A trained-like θ: every entry (including the zero-initialized blocks) random."""
-    theta = lopt.init(jax.random.PRNGKey(seed))
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(theta))
-    return {k: scale * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(theta.items()), keys)}
-
-
 def test_trust_features_at_initial_theta_is_adam():
     lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=0.01, trust_features=True)
     theta = lopt.init(jax.random.PRNGKey(1))
@@ -63,20 +56,11 @@ def test_trust_features_at_initial_theta_is_adam():
 
 def test_with_trust_features_warm_start_reproduces_the_source_updates():
     lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=0.01)
-    theta = _random_theta(lopt, 3)
+    theta = random_theta(lopt, 3)
     grown_lopt, grown = lopt.with_trust_features(theta)
-    assert grown_lopt == HierarchicalLOpt(output="nominal_adam", learning_rate=0.01, trust_features=True)
-    shapes = jax.tree_util.tree_map(np.shape, grown_lopt.init(jax.random.PRNGKey(0)))
-    assert jax.tree_util.tree_map(np.shape, grown) == shapes
-    params, loss = _problem()
-    ref = run_updates(lopt.opt_fn(theta, num_steps=15), params, loss)
-    out = run_updates(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
-    for a, b in zip(ref, out):
-        for k in a:
-            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-5, atol=1e-9)
+    ref, problem = check_warm_start(lopt, theta, grown_lopt, grown, {"trust_features": True}, 1e-5, 1e-9)
     # the new block carries the trust inputs: setting it moves the updates
-    moved = run_updates(grown_lopt.opt_fn({**grown, "gru_wt": grown["gru_wt"] + 1.0}, num_steps=15), params, loss)
-    assert max(float(np.max(np.abs(np.asarray(m["w"] - r["w"])))) for m, r in zip(moved, ref)) > 1e-6
+    assert moves_updates(grown_lopt, {**grown, "gru_wt": grown["gru_wt"] + 1.0}, ref, problem)
     with pytest.raises(ValueError, match="trust_features"):
         grown_lopt.with_trust_features(grown)
 

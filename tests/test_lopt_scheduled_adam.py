@@ -1,5 +1,4 @@
 """ScheduledAdamLOpt: equals optax.adam at its initial θ; its learned parts act as documented."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from _lopt_testutil import check_warm_start, moves_updates, random_theta
 from _lopt_testutil import run_updates as _run
 from _lopt_testutil import toy_problem as _problem
 from learned_opt.scheduled_adam import ScheduledAdamLOpt
@@ -131,42 +131,15 @@ def test_trust_ratio_reads_actual_over_predicted_decrease(lr, expect):
     assert np.all(np.asarray(first) == 0.0)
 
 
-def _random_theta(lopt, seed):
-    """A trained-like θ: every entry (including the zero-initialized last layers) random."""
-    theta = lopt.init(jax.random.PRNGKey(seed))
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(theta))
-    return {k: 0.3 * jax.random.normal(kk, v.shape) for (k, v), kk in zip(sorted(theta.items()), keys)}
-
-
-def _check_warm_start(lopt, theta, grown_lopt, grown, changed, rtol, atol):
-    """``grown_lopt`` at ``grown`` is ``lopt`` with ``changed`` set, has its θ shapes, and makes
-    ``lopt``'s updates at ``theta`` over 15 steps; returns ``(reference updates, problem)``."""
-    assert grown_lopt == dataclasses.replace(lopt, **changed)
-    shapes = jax.tree_util.tree_map(jnp.shape, grown_lopt.init(jax.random.PRNGKey(0)))
-    assert jax.tree_util.tree_map(jnp.shape, grown) == shapes
-    params, loss = _problem()
-    ref = _run(lopt.opt_fn(theta, num_steps=15), params, loss)
-    out = _run(grown_lopt.opt_fn(grown, num_steps=15), params, loss)
-    for a, b in zip(ref, out):
-        for k in a:
-            np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=rtol, atol=atol)
-    return ref, (params, loss)
-
-
-def _moves_updates(lopt, theta, ref, problem) -> bool:
-    moved = _run(lopt.opt_fn(theta, num_steps=15), *problem)
-    return max(float(jnp.max(jnp.abs(m["w"] - r["w"]))) for m, r in zip(moved, ref)) > 1e-6
-
-
 def test_with_trust_features_warm_start_reproduces_the_source_updates():
     lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0)
-    theta = _random_theta(lopt, 3)
+    theta = random_theta(lopt, 3)
     grown_lopt, grown = lopt.with_trust_features(theta)
-    ref, problem = _check_warm_start(lopt, theta, grown_lopt, grown, {"trust_features": True}, 1e-5, 1e-8)
+    ref, problem = check_warm_start(lopt, theta, grown_lopt, grown, {"trust_features": True}, 1e-5, 1e-8)
     # exactly the inserted rows are zero, and they carry the trust inputs: setting them moves the updates
     new_rows = np.flatnonzero(np.all(np.asarray(grown["t_w0"]) == 0.0, axis=1))
     assert len(new_rows) == 2
-    assert _moves_updates(grown_lopt, {**grown, "t_w0": grown["t_w0"].at[new_rows].set(0.5)}, ref, problem)
+    assert moves_updates(grown_lopt, {**grown, "t_w0": grown["t_w0"].at[new_rows].set(0.5)}, ref, problem)
     with pytest.raises(ValueError, match="trust_features"):
         grown_lopt.with_trust_features(grown)
 
@@ -192,12 +165,12 @@ def test_step_controller_accumulates_bounded_increments(increment, max_step_chan
 
 def test_with_step_controller_warm_start_reproduces_the_source_updates():
     lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0, trust_features=True)
-    theta = _random_theta(lopt, 5)
+    theta = random_theta(lopt, 5)
     grown_lopt, grown = lopt.with_step_controller(theta)
     # the zero row / column change the matmuls' summation order: float noise over 15 steps
-    ref, problem = _check_warm_start(lopt, theta, grown_lopt, grown, {"step_controller": True}, 3e-4, 1e-7)
+    ref, problem = check_warm_start(lopt, theta, grown_lopt, grown, {"step_controller": True}, 3e-4, 1e-7)
     # the new output column drives the accumulator: a nonzero increment moves the updates
-    assert _moves_updates(grown_lopt, {**grown, "t_b2": grown["t_b2"].at[1].set(0.3)}, ref, problem)
+    assert moves_updates(grown_lopt, {**grown, "t_b2": grown["t_b2"].at[1].set(0.3)}, ref, problem)
     with pytest.raises(ValueError, match="step_controller is already on"):
         grown_lopt.with_step_controller(grown)
     with pytest.raises(ValueError, match="trust_features"):
