@@ -33,7 +33,16 @@ increments, and the log step is read from the memoryless output plus the accumul
     a_j <- clip(a_j + K · tanh(f_θ(c_j)[1] / K), -S, S)     (K = ``max_step_change``)
     s_j = S · tanh((f_θ(c_j)[0] + a_j) / S)
 
-with ``a_j / S`` (its value before the increment) appended to the context. A memoryless ``s_j``
+with ``a_j / S`` (its value before the increment) appended to the context. With a
+``hypergradient_gain`` ``κ > 0`` the increment has a hand-designed nominal part,
+
+    a_j <- clip(a_j + K · tanh((f_θ(c_j)[1] + κ · cos(g_t, m_{t-1})_j) / K), -S, S)
+
+so that at the initial θ the controller already adapts each tensor's step size, like the
+delta-bar-delta rule (Jacobs 1988) or a hypergradient in log space (Baydin et al. 2018): a
+gradient that keeps agreeing with the momentum (``cos > 0``, the steps undershoot) grows the
+step, one that reverses it (``cos < 0``, the steps overshoot) shrinks it; pure gradient noise
+(``E cos = 0``) leaves it alone. A memoryless ``s_j``
 can only map the current signals to a step size; the accumulator lets the optimizer *search* for
 a task's step size over the run (grow it while the trust ratio says the steps are in the linear
 regime, shrink it when they overshoot) and keep what it found, like a learned hypergradient or
@@ -41,8 +50,9 @@ trust-region radius controller.
 
 ``h_θ`` is a per-parameter MLP over ``[d_i, m̂_i/sqrt(v̂_i), q_i/sqrt(v̂_i), g_i/sqrt(v̂_i), w_i]``,
 each column divided by its RMS over the tensor, plus the same context projected into its first
-layer. The last layers of both networks start at zero, so at the initial θ ``s_j = r_i = 0`` (and
-the accumulator stays 0) and the optimizer equals ``optax.adam(lr0, b1, b2, eps)`` exactly (tested).
+layer. The last layers of both networks start at zero, so at the initial θ ``s_j = r_i = 0`` (and, with
+``κ = 0``, the accumulator stays 0) and the optimizer equals ``optax.adam(lr0, b1, b2, eps)``
+exactly (tested); with ``κ > 0`` it is Adam with the nominal step-size controller above.
 
 Parameters are handled in one flat vector like the other per-parameter optimizers
 (the core :class:`learned_opt.per_param.PerParameterLOpt`); the correction network runs over
@@ -73,10 +83,17 @@ from learned_opt.feature_math import (
 from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean, segment_sum
 from learned_opt.networks import DEFAULT_ROW_CHUNK, mlp_apply, mlp_init
 from learned_opt.per_param import PerParameterLOpt, StepInputs
-from learned_opt.validation import check_bool, check_floats_in, check_positive, check_positive_ints
+from learned_opt.validation import (
+    check_bool,
+    check_floats_in,
+    check_nonnegative,
+    check_positive,
+    check_positive_ints,
+)
 
 LOSS_DECAYS = (0.9, 0.99)
 NUM_TENSOR_STATS = 4
+_COS_COLUMN = 2  # cos(g, m_{t-1}) in the tensor statistics
 NUM_ROW_FEATURES = 5
 
 
@@ -185,6 +202,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       trust_features: add the trust-ratio features (actual ÷ predicted decrease) to the context.
       step_controller: add the per-tensor log-step accumulator (needs ``trust_features``).
       max_step_change: ``K``, bound of the accumulator's change per step (``exp(±K)`` in the step).
+      hypergradient_gain: ``κ``, gain of the accumulator's nominal increment ``κ · cos(g, m_{t-1})``
+        (0: the increment is learned only; > 0 needs ``step_controller``).
     """
 
     name = "scheduled_adam"
@@ -206,6 +225,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     trust_features: bool = False
     step_controller: bool = False
     max_step_change: float = 0.25
+    hypergradient_gain: float = 0.0
 
     def __post_init__(self) -> None:
         b1, b2, b3 = check_floats_in("b1, b2, b3", [self.b1, self.b2, self.b3], 0.0, 1.0)
@@ -222,9 +242,13 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                   row_chunk=check_positive_ints("row_chunk", [self.row_chunk])[0],
                   trust_features=check_bool("trust_features", self.trust_features),
                   step_controller=check_bool("step_controller", self.step_controller),
-                  max_step_change=check_positive("max_step_change", self.max_step_change))
+                  max_step_change=check_positive("max_step_change", self.max_step_change),
+                  hypergradient_gain=check_nonnegative("hypergradient_gain", self.hypergradient_gain))
         if self.step_controller and not self.trust_features:
             raise ValueError("step_controller=True needs trust_features=True (the controller reads the trust ratio)")
+        if self.hypergradient_gain > 0 and not self.step_controller:
+            raise ValueError(f"hypergradient_gain={self.hypergradient_gain!r} needs step_controller=True "
+                             "(the nominal increment drives the controller's accumulator)")
 
     @property
     def num_context(self) -> int:
@@ -274,14 +298,15 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         return AdamMoments(count, m, v, q, m_hat, v_hat, m_hat / (_sqrt(v_hat) + self.eps))
 
     def _context(self, state: AnyState, inputs: StepInputs,
-                 adam: AdamMoments, trust: jax.Array | None) -> jax.Array:
-        """Per-tensor context ``(T, C)``: time, loss (and trust) and tensor-statistic features."""
+                 stats: jax.Array, trust: jax.Array | None) -> jax.Array:
+        """Per-tensor context ``(T, C)``: time, loss (and trust) features and the tensor statistics
+        ``stats`` (:func:`_tensor_statistics`)."""
         layout, loss, dt = inputs.layout, inputs.extra["loss"], inputs.layout.dtype
         tf = time_features(state.count, inputs.num_steps, self.timescales, dt)
         lf = loss_features(state.loss_stats, loss) if loss is not None else jnp.zeros(len(LOSS_DECAYS) + 1, dt)
         glob = jnp.concatenate([tf, lf.astype(dt)] + ([] if trust is None else [trust]))
         shared = jnp.broadcast_to(glob, (layout.num_tensors, glob.shape[0]))
-        columns = [shared, _tensor_statistics(state, inputs.g, inputs.p, adam, layout)]
+        columns = [shared, stats]
         if self.step_controller:
             columns.append((state.log_step_acc / self.max_log_step)[:, None])  # type: ignore[union-attr]
         return jnp.concatenate(columns, axis=1)
@@ -303,11 +328,12 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         layout, loss, g = inputs.layout, inputs.extra["loss"], inputs.g
         adam = self._adam(state, g, layout.dtype)
         trust = trust_features(state, loss, layout.dtype) if self.trust_features else None  # type: ignore[arg-type]
-        ctx = self._context(state, inputs, adam, None if trust is None else trust[0])
+        stats = _tensor_statistics(state, g, inputs.p, adam, layout)
+        ctx = self._context(state, inputs, stats, None if trust is None else trust[0])
         out = mlp_apply(_sub_theta(theta, "t_"), ctx, len(self.tensor_hidden) + 1)
         raw, acc = out[:, 0], None
         if self.step_controller:
-            acc = self._accumulate(state.log_step_acc, out[:, 1])  # type: ignore[union-attr]
+            acc = self._accumulate(state.log_step_acc, out[:, 1], stats[:, _COS_COLUMN])  # type: ignore[union-attr]
             raw = raw + acc
         log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
         direction = adam.direction + self._correction(theta, inputs, adam, ctx) if self.row_hidden else adam.direction
@@ -323,9 +349,11 @@ class ScheduledAdamLOpt(PerParameterLOpt):
             return u, ScheduledAdamTrustState(*trust_state)
         return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
 
-    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array) -> jax.Array:
-        """``clip(a + K tanh(δ/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
+    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array) -> jax.Array:
+        """``clip(a + K tanh((δ + κ cos)/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
         k, s = self.max_step_change, self.max_log_step
+        if self.hypergradient_gain > 0:
+            increment_raw = increment_raw + self.hypergradient_gain * cos
         step = k * jnp.tanh(increment_raw / k)
         step = jnp.where(jnp.isfinite(step), step, 0.0)
         return jnp.clip(acc + step, -s, s).astype(acc.dtype)
@@ -379,5 +407,6 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         out = mlp_apply(_sub_theta(theta, "t_"), context, len(self.tensor_hidden) + 1)
         raw = out[..., 0]
         if self.step_controller:
-            raw = raw + self._accumulate(self.max_log_step * context[..., -1], out[..., 1])
+            cos = context[..., self.num_context - 1 - NUM_TENSOR_STATS + _COS_COLUMN]
+            raw = raw + self._accumulate(self.max_log_step * context[..., -1], out[..., 1], cos)
         return self.learning_rate * jnp.exp(self.max_log_step * jnp.tanh(raw / self.max_log_step))

@@ -45,6 +45,16 @@ def check_positive(name: str, value: Any) -> float:
     return value
 
 
+def check_nonnegative(name: str, value: Any) -> float:
+    """A finite float >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
 def check_theta(theta: Any, required: Sequence[str], owner: str) -> None:
     """ValueError naming the first missing key of θ."""
     if not isinstance(theta, dict):

@@ -119,7 +119,8 @@ def test_modes_agree_float32(name):
 
 
 @pytest.mark.parametrize("name,kwargs", [("scheduled_adam", {"trust_features": True}),
-                                         ("scheduled_adam", {"trust_features": True, "step_controller": True}),
+                                         ("scheduled_adam", {"trust_features": True, "step_controller": True,
+                                                             "hypergradient_gain": 0.1}),
                                          ("hierarchical", {"output": "nominal_adam"}),
                                          ("hierarchical", {"output": "nominal_adam", "trust_features": True})])
 def test_modes_agree_float32_variants(name, kwargs):

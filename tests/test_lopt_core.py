@@ -19,6 +19,7 @@ from learned_opt.registry import get_optimizer, optimizer_names
 VARIANTS = [(name, {}) for name in optimizer_names()] + [
     ("scheduled_adam", {"trust_features": True, "max_correction": 0.5}),
     ("scheduled_adam", {"trust_features": True, "step_controller": True, "max_step_change": 0.5}),
+    ("scheduled_adam", {"trust_features": True, "step_controller": True, "hypergradient_gain": 0.1}),
     ("hierarchical", {"output": "nominal_adam", "rnn_size": 4}),
     ("hierarchical", {"output": "nominal_adam", "trust_features": True}),
     ("mlp", {"hidden_sizes": [8], "row_chunk": 5}),
