@@ -7,7 +7,8 @@
 Steps (all offline; the default distribution uses only data shipped inside the package):
 
 1. **Meta-train** Adam with a learned schedule (:class:`learned_opt.scheduled_adam.ScheduledAdamLOpt`,
-   with its trust-ratio inputs) with the ``scheduled_pool`` recipe (PES on tasks of the
+   with its trust-ratio inputs and the step controller's nominal increment) with the
+   ``scheduled_hypergrad`` recipe (PES on tasks of the
    ``train_pool`` taskset, log-uniform trajectory lengths, final-loss weighted normalized
    meta-loss, weight reparameterization, AdamW warmup-cosine; :data:`DEFAULT_TRAIN`) for the
    training share of the budget,
@@ -45,12 +46,12 @@ from typing import Any, Sequence
 # the run ties or beats tuned Adam on 23 of 32 in-distribution tasks, without them on 10 (both
 # measured the same day, docs/ablations.md, "The default run").
 DEFAULT_TRAIN: dict[str, Any] = {
-    "preset": "scheduled_pool",
+    "preset": "scheduled_hypergrad",
     "overrides": {"mixture_size": 16, "outer_steps": 2400, "outer_warmup_steps": 50, "checkpoint_every": 25},
 }
 # --quick: two tasks, short trajectories and unrolls (a smoke test of every stage).
 QUICK_TRAIN: dict[str, Any] = {
-    "preset": "scheduled_pool",
+    "preset": "scheduled_hypergrad",
     "overrides": {"mixture_size": 2, "unroll_length": 10, "min_trunc_length": 10, "trunc_length": 50,
                   "outer_steps": 200, "outer_warmup_steps": 10, "checkpoint_every": 5},
 }

@@ -219,6 +219,16 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------- presets
+# the recipe of issue 16 (presets scheduled_pool and scheduled_hypergrad)
+_SCHEDULED_POOL: dict[str, Any] = dict(
+    task="taskset_mixture", taskset="train_pool", mixture_size=48, normalizer="taskset",
+    optimizer="scheduled_adam",
+    optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0, "trust_features": True},
+    estimator="pes", sigma=0.01, num_tasks=1, unroll_length=20, trunc_schedule="log_uniform",
+    min_trunc_length=50, trunc_length=500, meta_weighting="linear", reparam="global",
+    reparam_range=(0.2, 5.0), outer_optimizer="adamw", outer_lr=3e-3, outer_lr_schedule="warmup_cosine",
+    outer_lr_final=1e-3, outer_warmup_steps=100, grad_clip=1.0, outer_steps=5000, checkpoint_every=25)
+
 _PRESETS: dict[str, tuple[str, dict]] = {
     "quadratic": (
         "per-parameter MLP optimizer on 10-dim random quadratics (QuadraticFamily), PES",
@@ -249,15 +259,16 @@ _PRESETS: dict[str, tuple[str, dict]] = {
         "Adam with a learned schedule (scheduled_adam, trust-ratio inputs) on the 48-task train_pool: "
         "log-uniform trajectories 50-500, final-loss weighted normalized meta-loss, weight "
         "reparameterization, PES, AdamW warmup-cosine 3e-3 -> 1e-3 (the default recipe of issue 16)",
-        dict(task="taskset_mixture", taskset="train_pool", mixture_size=48, normalizer="taskset",
-             optimizer="scheduled_adam",
-             optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0,
-                               "trust_features": True},
-             estimator="pes", sigma=0.01, num_tasks=1, unroll_length=20, trunc_schedule="log_uniform",
-             min_trunc_length=50, trunc_length=500, meta_weighting="linear", reparam="global",
-             reparam_range=(0.2, 5.0), outer_optimizer="adamw", outer_lr=3e-3, outer_lr_schedule="warmup_cosine",
-             outer_lr_final=1e-3, outer_warmup_steps=100, grad_clip=1.0, outer_steps=5000,
-             checkpoint_every=25),
+        _SCHEDULED_POOL,
+    ),
+    "scheduled_hypergrad": (
+        "scheduled_pool with the step controller and its nominal increment (hypergradient_gain 0.1, "
+        "selected on train_pool at the initial θ): every tensor's step size adapts from the first "
+        "run, meta-training refines it; 3,500 outer steps",
+        dict(_SCHEDULED_POOL, optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0,
+                                                "trust_features": True, "step_controller": True,
+                                                "hypergradient_gain": 0.1},
+             outer_steps=3500),
     ),
 }
 
