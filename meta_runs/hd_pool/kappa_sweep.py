@@ -5,7 +5,7 @@ ScheduledAdamLOpt at its initial θ (Adam at 0.01, trust inputs, step controller
 tasks meta-training uses), 2 seeds each; the score is the final evaluation loss normalized with
 the taskset's stored statistics (0 = the best tuned baseline, 1 = the initial loss, clipped at 2).
 
-    python meta_runs/hd_pool/kappa_sweep.py 0,0.03,0.1,0.3 3    # the run recorded in README.md
+    python meta_runs/hd_pool/kappa_sweep.py 0,0.03,0.1,0.3 3    # recorded in kappa_sweep_stride3.{txt,json}
 """
 from __future__ import annotations
 
