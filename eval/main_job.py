@@ -36,15 +36,15 @@ import sys
 import time
 from typing import Any, Sequence
 
-# The embedded default: the scheduled_pool recipe (issue 16) on 16 of the 48 frozen `train_pool`
-# tasks (MLP classifiers on 8x8 digits and synthetic data, quadratics, synthetic problems, MLP
-# autoencoders) -- fewer tasks than the preset so that compilation fits a 30-minute budget; the
-# cosine outer schedule spans `outer_steps`. Measured: 2,400 steps in 12.6 min (87 s compiling) on
-# an idle 2-core machine, so there the step count ends training inside the 16.5-minute share; on a
-# busy machine (1,500 steps took 13.4 min at load ~4) the time budget ends it first, with the outer
-# rate still above the cosine's 1e-3 floor. The preset includes the trust-ratio inputs: with them
-# the run ties or beats tuned Adam on 23 of 32 in-distribution tasks, without them on 10 (both
-# measured the same day, docs/ablations.md, "The default run").
+# The embedded default: the scheduled_hypergrad recipe (issue 16) on 16 of the 48 frozen
+# `train_pool` tasks (MLP classifiers on 8x8 digits and synthetic data, quadratics, synthetic
+# problems, MLP autoencoders) -- fewer tasks than the preset so that compilation fits a 30-minute
+# budget; the cosine outer schedule spans `outer_steps`. Measured with nothing else running: 2,400
+# steps in 15.5 min (89 s compiling), 24.1 min for the whole job. On a busy machine the time budget
+# ends training first, with the outer rate still above the cosine's 1e-3 floor. The run starts
+# from the preset's initial θ, which is already Adam with the nominal step controller; 30 minutes
+# of meta-training do not reliably improve on it (docs/ablations.md, "The default run"). All 48
+# tasks in the same budget (667 steps) did worse.
 DEFAULT_TRAIN: dict[str, Any] = {
     "preset": "scheduled_hypergrad",
     "overrides": {"mixture_size": 16, "outer_steps": 2400, "outer_warmup_steps": 50, "checkpoint_every": 25},

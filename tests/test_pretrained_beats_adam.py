@@ -1,13 +1,14 @@
 """The shipped default beats tuned Adam where its card says it does (slow).
 
-On MLP classifiers sampled from the meta-training distribution (the first four of the ``indist``
-suite), the card's evaluation has the default optimizer never losing to constant-learning-rate
-Adam tuned per task over the protocol's grid, and winning (speed-up >= 1.1) on some. This test
-re-runs that comparison on those four tasks under the evaluation protocol (Adam's learning rate
-selected on ``inner_valid``, scored on ``test``, 3 seeds), so a change to the optimizer, the
+On MLP classifiers sampled from the meta-training distribution (the first eight of the ``indist``
+suite), the card's evaluation of the default (`scheduled_hypergrad`) has 5 wins (speed-up >= 1.1),
+2 ties and 1 loss (``indist/mlp-600000``, speed-up 0.71) against constant-learning-rate Adam tuned
+per task over the protocol's grid. This test re-runs that comparison on those eight tasks under
+the evaluation protocol (Adam's learning rate selected on ``inner_valid``, scored on ``test``, 3
+seeds) and asks for at least 4 wins and at most 1 loss, so a change to the optimizer, the
 checkpoint or the protocol that loses those wins fails here. It is a regression guard for a
-published result, not an independent measurement: the tasks are the family the card reports the
-wins on.
+published result, not an independent measurement: the tasks are the family the card reports most
+of its wins on.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from learned_opt.pretrained import pretrained_path
 
 pytestmark = pytest.mark.slow
 
-NUM_TASKS = 4
+NUM_TASKS = 8
 
 
 def test_default_beats_tuned_adam_on_indist_mlp_classifiers():
@@ -37,5 +38,5 @@ def test_default_beats_tuned_adam_on_indist_mlp_classifiers():
     s = res["summary"]["default"]
     outcomes = {t["name"]: t["comparisons"]["default"]["adam"] for t in res["tasks"]}
     assert s["diverged"] == 0
-    assert s["losses"] == 0, outcomes
-    assert s["wins"] >= 2, outcomes
+    assert s["losses"] <= 1, outcomes
+    assert s["wins"] >= 4, outcomes
