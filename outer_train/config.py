@@ -258,13 +258,13 @@ _PRESETS: dict[str, tuple[str, dict]] = {
     "scheduled_pool": (
         "Adam with a learned schedule (scheduled_adam, trust-ratio inputs) on the 48-task train_pool: "
         "log-uniform trajectories 50-500, final-loss weighted normalized meta-loss, weight "
-        "reparameterization, PES, AdamW warmup-cosine 3e-3 -> 1e-3 (the default recipe of issue 16)",
+        "reparameterization, PES, AdamW warmup-cosine 3e-3 -> 1e-3 (the recipe of issue 16)",
         _SCHEDULED_POOL,
     ),
     "scheduled_hypergrad": (
         "scheduled_pool with the step controller and its nominal increment (hypergradient_gain 0.1, "
         "selected on train_pool at the initial θ): every tensor's step size adapts from the first "
-        "run, meta-training refines it; 3,500 outer steps",
+        "step and meta-training refines it; 3,500 outer steps (the default recipe of issue 16)",
         dict(_SCHEDULED_POOL, optimizer_kwargs={"learning_rate": 0.01, "max_log_step": 6.0, "max_correction": 1.0,
                                                 "trust_features": True, "step_controller": True,
                                                 "hypergradient_gain": 0.1},
