@@ -35,11 +35,16 @@ def check_positive_ints(name: str, values: Any) -> tuple:
     return out
 
 
-def check_positive(name: str, value: Any) -> float:
-    """A finite float > 0."""
+def _as_float(name: str, value: Any) -> float:
+    """``float(value)`` of a real number (bools and other types are a TypeError naming ``name``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite float > 0."""
+    value = _as_float(name, value)
     if not (value > 0.0 and math.isfinite(value)):
         raise ValueError(f"{name} must be finite and > 0, got {value}")
     return value
@@ -47,9 +52,7 @@ def check_positive(name: str, value: Any) -> float:
 
 def check_nonnegative(name: str, value: Any) -> float:
     """A finite float >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    value = _as_float(name, value)
     if not (value >= 0.0 and math.isfinite(value)):
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return value
