@@ -39,7 +39,8 @@ from typing import Any, Sequence
 # The embedded default: the scheduled_hypergrad recipe (issue 16) on 16 of the 48 frozen
 # `train_pool` tasks (MLP classifiers on 8x8 digits and synthetic data, quadratics, synthetic
 # problems, MLP autoencoders) -- fewer tasks than the preset so that compilation fits a 30-minute
-# budget; the cosine outer schedule spans `outer_steps`. Measured with nothing else running: 2,400
+# budget; the cosine outer schedule spans `outer_steps`. Measured with no other job (1-min load 1.35
+# at the start, decaying from an evaluation that had just ended, so not an idle timing): 2,400
 # steps in 15.5 min (89 s compiling), 24.1 min for the whole job. On a busy machine the time budget
 # ends training first, with the outer rate still above the cosine's 1e-3 floor. The run starts
 # from the preset's initial θ, which is already Adam with the nominal step controller; 30 minutes
