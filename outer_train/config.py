@@ -39,7 +39,10 @@ class TrainConfig:
     (``min_trunc_length`` for log_uniform), curriculum from ``curriculum_start`` over
     ``curriculum_steps`` outer steps, ``random_offsets``; meta-loss ``meta_loss``
     (train | outer_valid), ``normalizer`` (initial | none | taskset), clipped to
-    ``meta_loss_clip``.
+    ``meta_loss_clip``. ``task_grad_clip`` r ≥ 1 clips every task's meta-gradient estimate (every
+    member of a taskset mixture, every one of the ``num_tasks`` rows) to r times the median task's
+    norm before they are averaged, so one task near divergence cannot set the step's direction
+    (0 = off; :func:`outer_train.estimators.clip_to_median_norm`).
 
     Backprop memory/speed: ``remat`` is the ``jax.checkpoint`` policy of each inner step when the
     estimator differentiates through the unroll (tbptt, smoothed_rp, full_grad, hybrid): ``"auto"``
@@ -90,6 +93,7 @@ class TrainConfig:
     reparam: str = "none"
     reparam_range: tuple = (0.1, 10.0)
     meta_weighting: str = "uniform"
+    task_grad_clip: float = 0.0
     remat: str = "auto"
     outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
@@ -174,6 +178,9 @@ class TrainConfig:
         pos_int("outer_warmup_steps", minimum=0)
         pos_int("outer_decay_steps", allow_none=True)
         number("grad_clip")
+        number("task_grad_clip")
+        if 0 < self.task_grad_clip < 1:
+            raise ValueError(f"config key 'task_grad_clip' must be 0 (off) or >= 1, got {self.task_grad_clip!r}")
         number("time_budget", positive=True, allow_none=True)
         if not (self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)
                                            and self.devices >= 1)):

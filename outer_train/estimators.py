@@ -38,7 +38,9 @@ or added to the registry.
 
 Metrics (scalars): ``meta_loss`` (mean normalized loss over valid steps), ``grad_var`` (variance of
 the returned mean estimate, summed over coordinates), ``frac_reset`` (fraction of tasks reset in
-this unroll), ``num_nonfinite`` (tasks whose estimate was dropped); hybrid adds ``var_es``,
+this unroll), ``num_nonfinite`` (tasks whose estimate was dropped), with ``task_grad_clip`` r ≥ 1
+``task_grad_spread`` (the largest per-task estimate norm over the median, before each ``g_i`` is
+clipped to r times the median norm: :func:`clip_to_median_norm`); hybrid adds ``var_es``,
 ``var_rp``, ``weight_es``. ``num_nonfinite_loss`` counts the inner update steps (over tasks) whose
 training loss was NaN/inf — each such task is reset and its meta-loss clipped, so θ stays finite.
 ``inner_steps`` (a Python int attribute) is the number of inner steps — every branch of every task counted — per call.
@@ -85,6 +87,29 @@ def _masked_mean_var(g: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]
     var = jnp.sum(dev ** 2) / jnp.maximum(n - 1, 1) / jnp.maximum(n, 1)
     var = jnp.where(n > 1, var, jnp.where(n == 1, jnp.inf, jnp.nan))
     return mean, var
+
+
+def clip_to_median_norm(g: jax.Array, ok: jax.Array, ratio: float) -> tuple[jax.Array, jax.Array]:
+    """Rows of ``g`` [M, D] rescaled so that none is longer than ``ratio`` times the median row norm.
+
+    ``g_j <- g_j · min(1, ratio · median_k ‖g_k‖ / ‖g_j‖)``, the median over the rows with ``ok``;
+    rows without ``ok`` are returned unchanged (the caller drops them). Scale-free: one task whose
+    meta-gradient is orders of magnitude larger than the others' (a trajectory near divergence)
+    counts as much as a typical task instead of setting the direction of the mean. Returns the
+    rows and ``max_j ‖g_j‖ / median`` before clipping (NaN when no row is ok).
+    """
+    norms = jnp.sqrt(jnp.sum(jnp.where(ok[:, None], g, 0.0) ** 2, axis=1))
+    median = jnp.nanmedian(jnp.where(ok, norms, jnp.nan))
+    tiny = jnp.asarray(1e-30, g.dtype)
+    scale = jnp.minimum(1.0, ratio * median / jnp.maximum(norms, tiny))
+    clipped = jnp.where((ok & jnp.isfinite(scale))[:, None], g * scale[:, None], g)
+    spread = jnp.max(jnp.where(ok, norms, -jnp.inf)) / jnp.maximum(median, tiny)
+    return clipped, jnp.where(jnp.any(ok), spread, jnp.nan)
+
+
+def _check_task_grad_clip(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value == 0 or value >= 1):
+        raise ValueError(f"task_grad_clip must be 0 (off) or a ratio >= 1 to the median task norm, got {value!r}")
 
 
 def _nonfinite_loss_steps(out) -> jax.Array:
@@ -219,6 +244,7 @@ class GradientEstimator:
     horizon: str = "truncated"
     task_layout: Any = None
     remat: str = "auto"
+    task_grad_clip: float = 0.0
     strategy: Strategy = dataclasses.field(init=False, repr=False)  # resolved from ``kind``
 
     def __post_init__(self):
@@ -241,6 +267,7 @@ class GradientEstimator:
                              f"for ES / backprop), not {self.kind!r}")
         if not isinstance(self.remat, str) or self.remat not in REMAT_CHOICES:
             raise ValueError(f"remat must be one of {list(REMAT_CHOICES)}, got {self.remat!r}")
+        _check_task_grad_clip(self.task_grad_clip)
         if not isinstance(self.problem, InnerProblem):
             raise TypeError(f"problem must be an InnerProblem, got {type(self.problem).__name__}")
         if self.task_layout is not None and not (hasattr(self.task_layout, "constrain")
@@ -425,6 +452,8 @@ class GradientEstimator:
         per_task, accum, metrics = self.strategy.combine(
             Combine(eps=eps, values=values, out=out, w=w, grads_b=grads_b, accum=state.accum, sigma=sigma))
         ok = _tree_all_finite(per_task) & jnp.all(jnp.isfinite(values), axis=1)
+        if self.task_grad_clip:
+            per_task, metrics["task_grad_spread"] = clip_to_median_norm(per_task, ok, self.task_grad_clip)
         grad, var = _masked_mean_var(per_task, ok)
         valid = (w > 0)[..., None] & jnp.ones_like(out.meta, bool)
         meta_loss = jnp.sum(jnp.where(valid, out.meta, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
@@ -488,14 +517,18 @@ class MixtureEstimator:
     """Several estimators (e.g. one per TaskSet task shape) evaluated in one call, averaged.
 
     ``g = Σ_j g_j / M`` over the M members whose estimate is finite (members with a non-finite
-    estimate are dropped and counted in ``num_nonfinite``); metrics are averaged.
+    estimate are dropped and counted in ``num_nonfinite``); metrics are averaged. With
+    ``task_grad_clip`` r ≥ 1 every member's estimate is first clipped to r times the median member
+    norm (:func:`clip_to_median_norm`; metric ``task_grad_spread``, the largest norm over the median).
     """
 
     members: tuple
+    task_grad_clip: float = 0.0
 
     def __post_init__(self):
         if not self.members:
             raise ValueError("a MixtureEstimator needs at least one member")
+        _check_task_grad_clip(self.task_grad_clip)
         object.__setattr__(self, "members", tuple(self.members))
 
     @property
@@ -521,6 +554,9 @@ class MixtureEstimator:
         _, unravel = ravel_pytree(theta)
         g = jnp.stack(grads)
         ok = _tree_all_finite(g)
+        spread = None
+        if self.task_grad_clip:
+            g, spread = clip_to_median_norm(g, ok, self.task_grad_clip)
         n = jnp.sum(ok)
         mean = jnp.where(n > 0, jnp.sum(jnp.where(ok[:, None], g, 0.0), 0) / jnp.maximum(n, 1), jnp.nan)
         common = set.intersection(*(set(m) for m in metrics))
@@ -528,4 +564,6 @@ class MixtureEstimator:
                                for k in common}
         out["num_nonfinite"] = sum(jnp.asarray(m["num_nonfinite"]) for m in metrics) + jnp.sum(~ok)
         out["num_nonfinite_loss"] = sum(jnp.asarray(m["num_nonfinite_loss"]) for m in metrics)  # a count: summed
+        if spread is not None:
+            out["task_grad_spread"] = spread
         return unravel(mean), MixtureState(tuple(states)), out
