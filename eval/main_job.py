@@ -10,7 +10,8 @@ Steps (all offline; the default distribution uses only data shipped inside the p
    with its trust-ratio inputs and the step controller's nominal increment) with the
    ``scheduled_hypergrad`` recipe (PES on tasks of the
    ``train_pool`` taskset, log-uniform trajectory lengths, final-loss weighted normalized
-   meta-loss, weight reparameterization, AdamW warmup-cosine; :data:`DEFAULT_TRAIN`) for the
+   meta-loss, weight reparameterization, every task's meta-gradient clipped to the median task's
+   norm, AdamW warmup-cosine; :data:`DEFAULT_TRAIN`) for the
    training share of the budget,
    checkpointing into ``OUT/train/`` (``learned-opt train --resume --out OUT/train`` continues it).
 2. **Evaluate** the newest θ under the evaluation protocol (:mod:`eval.protocol`) against tuned
@@ -39,22 +40,25 @@ from typing import Any, Sequence
 # The embedded default: the scheduled_hypergrad recipe (issue 16) on 16 of the 48 frozen
 # `train_pool` tasks (MLP classifiers on 8x8 digits and synthetic data, quadratics, synthetic
 # problems, MLP autoencoders) -- fewer tasks than the preset so that compilation fits a 30-minute
-# budget; the cosine outer schedule spans `outer_steps`. Measured with no other job (1-min load 1.35
-# at the start, decaying from an evaluation that had just ended, so not an idle timing): 2,400
-# steps in 15.5 min (89 s compiling), 24.1 min for the whole job. On a busy machine the time budget
-# ends training first, with the outer rate still above the cosine's 1e-3 floor. The run starts
-# from the preset's initial θ, which is already Adam with the nominal step controller; 30 minutes
-# of meta-training do not reliably improve on it (docs/ablations.md, "The default run"). All 48
-# tasks in the same budget (667 steps) did worse.
+# budget; the cosine outer schedule spans `outer_steps`. Every task's meta-gradient is clipped to
+# the median task's norm (`task_grad_clip`): without it the largest of the 16 per-task PES
+# estimates was a median 41x the median one (one task set most steps' direction),
+# and seed 2 ended worse than its initial θ (docs/ablations.md, "The default run"). Measured with
+# no other job (1-min load 1.85 at the start, decaying from a diagnostic run, so not an idle
+# timing): 2,400 steps in 15.1 min (83 s compiling), 21.7 min for the whole job. On a busy machine
+# the time budget ends training first, with the outer rate still above the cosine's 1e-3 floor.
+# The run starts from the preset's initial θ, which is already Adam with the nominal step
+# controller. All 48 tasks in the same budget (667 steps, without the clip) did worse.
 DEFAULT_TRAIN: dict[str, Any] = {
     "preset": "scheduled_hypergrad",
-    "overrides": {"mixture_size": 16, "outer_steps": 2400, "outer_warmup_steps": 50, "checkpoint_every": 25},
+    "overrides": {"mixture_size": 16, "outer_steps": 2400, "outer_warmup_steps": 50, "checkpoint_every": 25,
+                  "task_grad_clip": 1.0},
 }
 # --quick: two tasks, short trajectories and unrolls (a smoke test of every stage).
 QUICK_TRAIN: dict[str, Any] = {
     "preset": "scheduled_hypergrad",
     "overrides": {"mixture_size": 2, "unroll_length": 10, "min_trunc_length": 10, "trunc_length": 50,
-                  "outer_steps": 200, "outer_warmup_steps": 10, "checkpoint_every": 5},
+                  "outer_steps": 200, "outer_warmup_steps": 10, "checkpoint_every": 5, "task_grad_clip": 1.0},
 }
 SUITES = ("indist", "ood")
 QUICK_SUITE_SIZE = 2  # --quick: 2 tasks per suite at QUICK_STEPS: a smoke test, not a measurement
