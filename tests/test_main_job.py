@@ -70,6 +70,10 @@ def test_run_config_is_the_recipe_with_trust_inputs(quick, tmp_path):
     assert cfg.optimizer == "scheduled_adam" and cfg.optimizer_kwargs["trust_features"] is True
     lopt = get_optimizer(cfg.optimizer, **cfg.optimizer_kwargs)
     assert isinstance(lopt, ScheduledAdamLOpt) and lopt.trust_features
+    assert cfg.task_grad_clip == 1.0  # per-task clipping (docs/ablations.md, "The default run")
+    from outer_train.build import build_estimator
+    if quick:  # the clip reaches the estimator that meta-training builds
+        assert build_estimator(cfg, lopt).task_grad_clip == 1.0
     off = train_config(argparse.Namespace(**{**vars(args), "set": ["optimizer_kwargs.trust_features=false"]}),
                        1.0, str(tmp_path))
     assert off.optimizer_kwargs["trust_features"] is False
