@@ -41,7 +41,7 @@ class TrainConfig:
     (train | outer_valid), ``normalizer`` (initial | none | taskset), clipped to
     ``meta_loss_clip``. ``task_grad_clip`` r ≥ 1 clips every task's meta-gradient estimate (every
     member of a taskset mixture, every one of the ``num_tasks`` rows) to r times the median task's
-    norm before they are averaged, so one task near divergence cannot set the step's direction
+    norm before they are averaged, so one task with an outsized estimate cannot set the step's direction
     (0 = off; :func:`outer_train.estimators.clip_to_median_norm`).
 
     Backprop memory/speed: ``remat`` is the ``jax.checkpoint`` policy of each inner step when the
