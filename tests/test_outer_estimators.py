@@ -93,13 +93,17 @@ def _episode_sum(est, theta, key, num_unrolls):
 
 
 @pytest.mark.slow
-def test_pes_unbiased_where_truncation_is_biased():
+@pytest.mark.parametrize("meta_loss", ["train", "outer_valid"])
+def test_pes_unbiased_where_truncation_is_biased(meta_loss):
     """SGD's log-lr on an ill-conditioned quadratic (κ = 100): averaged over whole episodes
     (T = 39 updates = 10 truncations of K = 4), PES matches the full-horizon ES gradient, while
-    truncated backprop and truncated ES are an order of magnitude too small."""
+    truncated backprop and truncated ES are an order of magnitude too small. With
+    ``meta_loss="outer_valid"`` each loss is measured after the update instead of before it (the
+    same trajectory, shifted by one step), and PES still matches full-horizon ES of that objective."""
     T, K, N = 39, 4, 64
     task = QuadraticTask(dim=10, condition_number=100.0, scale=0.01, seed=0)
-    prob = InnerProblem(FixedTaskFamily(task), LearnableSGD(1.0), ConstantSchedule(T), clip=(-10.0, 10.0))
+    prob = InnerProblem(FixedTaskFamily(task), LearnableSGD(1.0), ConstantSchedule(T), clip=(-10.0, 10.0),
+                        meta_loss=meta_loss)
     theta = _theta(0.0)
     # reference: full-horizon antithetic ES over 2048 trajectories (exact backprop, run once
     # when this test was written, gives -0.258 here)
