@@ -19,7 +19,7 @@ def test_nominal_output_at_initial_theta_is_adam(lr):
     ref = run_updates(optax.adam(lr, b1=0.9, b2=lopt.second_moment_decay, eps=lopt.eps), params, loss)
     for u, r in zip(ours, ref):
         for k in u:
-            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7 * lr)
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-5 * lr)
 
 
 def test_nominal_output_learned_parts_are_bounded():
@@ -51,7 +51,7 @@ def test_trust_features_at_initial_theta_is_adam():
     ref = run_updates(optax.adam(0.01, b1=0.9, b2=lopt.second_moment_decay, eps=lopt.eps), params, loss)
     for u, r in zip(ours, ref):
         for k in u:
-            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-9)
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
 
 
 def test_with_trust_features_warm_start_reproduces_the_source_updates():
