@@ -94,8 +94,8 @@ def clip_to_median_norm(g: jax.Array, ok: jax.Array, ratio: float) -> tuple[jax.
 
     ``g_j <- g_j · min(1, ratio · median_k ‖g_k‖ / ‖g_j‖)``, the median over the rows with ``ok``;
     rows without ``ok`` are returned unchanged (the caller drops them). Scale-free: one task whose
-    meta-gradient is orders of magnitude larger than the others'
-    counts no more than a typical task instead of setting the direction of the mean. Returns the
+    meta-gradient is orders of magnitude larger than the others' counts no more than a typical
+    task instead of setting the direction of the mean. Returns the
     rows and ``max_j ‖g_j‖ / median`` before clipping (NaN when no row is ok).
     """
     norms = jnp.sqrt(jnp.sum(jnp.where(ok[:, None], g, 0.0) ** 2, axis=1))
