@@ -55,6 +55,7 @@ def _members(scales=(0.3, 1.0, 30.0)):
     return tuple(members)
 
 
+@pytest.mark.slow  # ~100 s on 2 cores: one compile per member estimator
 def test_mixture_clip_equals_clipped_mean_of_member_estimates():
     """The mixture's estimate = the numpy-clipped mean of its members' estimates, each computed alone
     with the key the mixture hands it."""

@@ -73,7 +73,9 @@ def _estimate(est, theta, seed=1):
     return ravel_pytree(grad)[0], metrics, state
 
 
-@pytest.mark.parametrize("kind", ["tbptt", "full_grad", "hybrid"])
+# tbptt stays in the default suite; the other two estimators (~50 s each on 2 cores) run in the slow stage.
+@pytest.mark.parametrize("kind", ["tbptt", pytest.param("full_grad", marks=pytest.mark.slow),
+                                  pytest.param("hybrid", marks=pytest.mark.slow)])
 def test_every_remat_policy_gives_the_same_gradient(kind):
     lopt, prob = _problem()
     theta = lopt.init(jax.random.PRNGKey(0))
