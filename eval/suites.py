@@ -14,6 +14,9 @@ does; resolved suites record every task's ``task_id`` (or constructor config) in
 ``ood``            32 tasks, 8 per axis: unseen families (conv nets, VAEs, char-RNN LMs), larger
                    nets, unseen datasets (MNIST-1D, 16x16 digits), and the training families at
                    5x (4 tasks) and 10x (4 tasks) the meta-training horizon
+``select``         the selection split for learned optimizers (checkpoints, soups, their
+                   hyperparameters): the 12 ``heldout`` tasks at horizon 200 + 4 of them at 1000;
+                   disjoint from ``indist`` and ``ood`` — select here, report there
 ``indist-small``   the first 8 tasks of ``indist`` (family-balanced)
 ``ood-small``      2 tasks per OOD axis
 ``ood_family`` …   one OOD axis each (``ood_family``, ``ood_size``, ``ood_dataset``, ``ood_horizon``)
@@ -158,6 +161,8 @@ def _resolve_entry(e: Any) -> list[SuiteTask]:
 
         doc = _taskset_doc(e.taskset)
         steps = int(e.num_steps or doc["horizon"])
+        # a horizon other than the taskset's own names the tasks (and their group) apart
+        at = f"@{steps}" if steps != int(doc["horizon"]) else ""
         counts: dict[str, int] = {}
         out = []
         for entry in doc["tasks"]:
@@ -168,8 +173,8 @@ def _resolve_entry(e: Any) -> list[SuiteTask]:
             if counts.get(fam, 0) >= e.per_family:
                 continue
             counts[fam] = counts.get(fam, 0) + 1
-            name = f"{e.taskset}/{fam.replace('_family', '')}-{entry['seed']}"
-            out.append(SuiteTask(name=name, group=e.taskset, num_steps=steps,
+            name = f"{e.taskset}{at}/{fam.replace('_family', '')}-{entry['seed']}"
+            out.append(SuiteTask(name=name, group=e.taskset + at, num_steps=steps,
                                  build=lambda cfg=cfg: tasksets.build_task(cfg),
                                  task_id=entry.get("task_id") or tasksets.task_id(cfg), config=cfg))
         out = _interleave(out)
@@ -221,6 +226,13 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("ood", 2, "out of distribution, 8 tasks per axis: unseen families, larger nets, unseen "
           "datasets, and the training families at 5x (4) and 10x (4) the meta-training horizon",
           entries=_ood_entries(8), seeds=3),
+    Suite("select", 1, "the selection split for learned optimizers (checkpoints, soups, "
+          "hyperparameters): the 12 tasks of the heldout taskset (unseen seeds of the training "
+          "families, disjoint from indist and ood) at the meta-training horizon, and its first "
+          "task of each family at 5x that horizon; never report on it",
+          entries=(FromTaskset("heldout", per_family=12, limit=12),
+                   FromTaskset("heldout", per_family=1, limit=4, num_steps=1000)),
+          seeds=3),
     Suite("indist-small", 2, "the first 8 tasks of indist (family-balanced)",
           entries=(FromTaskset("indist", per_family=32, limit=8),), seeds=3),
     Suite("ood-small", 2, "2 tasks per OOD axis", entries=_ood_entries(2), seeds=3),

@@ -62,7 +62,9 @@ class TrainConfig:
     or, with ``init_theta``, from the θ of that checkpoint (a ``.lopt`` file saved for the same
     optimizer configuration: fine-tuning a pretrained optimizer); ``checkpoint_every`` outer steps a full
     resume checkpoint and a θ file are written to ``out``; ``time_budget`` minutes stops early
-    (after a checkpoint).
+    (after a checkpoint). ``theta_average`` β in (0, 1) also keeps the bias-corrected exponential
+    moving average θ̄ of θ over the outer steps (:mod:`outer_train.theta_average`; 0 = off) and
+    writes it beside every θ file as ``theta_average_<step>.lopt``.
 
     Devices: ``devices`` is ``"auto"`` (shard the task axis over all devices — every process's
     in a multi-process run — when there is more than one) or an int (exactly that many; 1 = no
@@ -103,6 +105,7 @@ class TrainConfig:
     outer_decay_steps: int | None = None
     outer_weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    theta_average: float = 0.0
     outer_steps: int = 1000
     init_theta: str | None = None
     seed: int = 0
@@ -179,6 +182,10 @@ class TrainConfig:
         pos_int("outer_decay_steps", allow_none=True)
         number("grad_clip")
         number("task_grad_clip")
+        number("theta_average")
+        if self.theta_average:
+            from outer_train.theta_average import check_decay
+            check_decay(self.theta_average, "config key 'theta_average'")
         if 0 < self.task_grad_clip < 1:
             raise ValueError(f"config key 'task_grad_clip' must be 0 (off) or >= 1, got {self.task_grad_clip!r}")
         number("time_budget", positive=True, allow_none=True)

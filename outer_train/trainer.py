@@ -11,7 +11,8 @@ state always advances (so a diverged inner problem is reset rather than retried 
 
 Every ``checkpoint_every`` steps (and at the end / when the time budget runs out) the full state
 is written atomically to ``<out>/resume.npz`` (see :mod:`outer_train.checkpointing`) and θ to
-``<out>/theta_<step:08d>.lopt`` (``learned_opt.save``; ``learned_opt.load(out)`` reads the newest).
+``<out>/theta_<step:08d>.lopt`` (``learned_opt.save``; ``learned_opt.load(out)`` reads the newest),
+and with ``theta_average`` β > 0 the moving average θ̄ to ``<out>/theta_average_<step:08d>.lopt``.
 The run directory is locked for the whole run (:mod:`outer_train.run_lock`: a second process
 training into it fails with a one-line error naming the holder's pid). The previous resume
 checkpoint is kept as ``resume.prev.npz``; a damaged newest one is skipped with a warning.
@@ -43,6 +44,7 @@ from outer_train import checkpointing
 from outer_train.config import TrainConfig
 from outer_train.metrics_log import MetricsLogger
 from outer_train.run_lock import run_lock
+from outer_train.theta_average import averaged_theta, theta_average
 
 
 class TrainState(NamedTuple):
@@ -70,6 +72,7 @@ class TrainResult:
     compile_seconds: float
     inner_steps_per_second: float
     num_devices: int = 1  # devices the task batch was sharded over (all processes)
+    theta_average: Any = None  # θ̄, the bias-corrected EMA of θ (config key 'theta_average' > 0)
 
 
 def outer_learning_rate(config: TrainConfig) -> float | optax.Schedule:
@@ -86,7 +89,8 @@ def outer_learning_rate(config: TrainConfig) -> float | optax.Schedule:
 
 def make_outer_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """``clip_by_global_norm(grad_clip)`` (if > 0) followed by Adam, AdamW (decoupled weight decay
-    ``outer_weight_decay``) or SGD at :func:`outer_learning_rate`."""
+    ``outer_weight_decay``) or SGD at :func:`outer_learning_rate`; with ``theta_average`` β > 0,
+    followed by :func:`outer_train.theta_average.theta_average` (updates unchanged; keeps θ̄)."""
     lr = outer_learning_rate(config)
     if config.outer_optimizer == "adam":
         base = optax.adam(lr)
@@ -95,7 +99,10 @@ def make_outer_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     else:
         base = optax.sgd(lr)
     if config.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+        base = optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+    if config.theta_average:
+        # last in the chain: it records θ + (final update), the new θ
+        return optax.chain(base, theta_average(config.theta_average))
     return base
 
 
@@ -188,10 +195,28 @@ def _progress(config: TrainConfig, initial: int) -> _Progress | None:
     return _Progress(config, initial) if config.progress else None
 
 
-def _save_theta(out: Path, step: int, lopt: Any, theta: Any, config: TrainConfig) -> None:
-    from learned_opt.checkpoint import save_step
-    save_step(out, step, lopt, jax.device_get(theta),
-              metadata={"outer_step": step, "config": config.to_dict()})
+def average_filename(step: int) -> str:
+    """File name of the θ̄ checkpoint (``theta_average`` runs) of outer step ``step``."""
+    return f"theta_average_{int(step):08d}.lopt"
+
+
+def latest_average(run_dir: str | Path) -> Path:
+    """The ``theta_average_<step>.lopt`` file with the highest step in ``run_dir``."""
+    found = sorted(Path(run_dir).glob("theta_average_*.lopt"))
+    if not found:
+        raise FileNotFoundError(f"run directory {run_dir} holds no theta_average_<step>.lopt "
+                                f"(was it trained with config key 'theta_average' > 0?)")
+    return found[-1]
+
+
+def _save_theta(out: Path, step: int, lopt: Any, state: TrainState, config: TrainConfig) -> None:
+    from learned_opt.checkpoint import save, save_step
+    meta = {"outer_step": step, "config": config.to_dict()}
+    save_step(out, step, lopt, jax.device_get(state.theta), metadata=meta)
+    if config.theta_average and step > 0:
+        theta_bar = jax.device_get(averaged_theta(state.opt_state, config.theta_average))
+        save(out / average_filename(step), lopt, theta_bar,
+             metadata=dict(meta, theta_average=config.theta_average))
 
 
 def train(config: TrainConfig, *, resume: bool = False, lopt: Any = None, estimator: Any = None,
@@ -266,7 +291,7 @@ def _train_locked(config: TrainConfig, resume: bool, lopt: Any, estimator: Any,
         host = s if layout is None else layout.gather(s)  # a collective across processes
         if writer:
             checkpointing.save_state(out, host, {"step": step, "config": config.to_dict()})
-            _save_theta(out, step, lopt, host.theta, config)
+            _save_theta(out, step, lopt, host, config)
         if layout is not None:
             layout.barrier(f"outer_train.checkpoint.{step}")
         last_saved = step
@@ -310,9 +335,13 @@ def _train_locked(config: TrainConfig, resume: bool, lopt: Any, estimator: Any,
         logger.close()
         if bar is not None:
             bar.close()
+    theta_bar = None
+    if config.theta_average and int(state.step) > 0:
+        theta_bar = jax.device_get(averaged_theta(state.opt_state, config.theta_average))
     return TrainResult(theta=jax.device_get(state.theta), lopt=lopt, step=int(state.step),
                        num_dropped=int(state.num_dropped), history=history,
                        out=str(out) if out else None, stopped=stopped,
                        compile_seconds=compile_seconds,
                        inner_steps_per_second=total_inner / total_time if total_time > 0 else math.nan,
-                       num_devices=1 if layout is None else layout.num_devices)
+                       num_devices=1 if layout is None else layout.num_devices,
+                       theta_average=theta_bar)

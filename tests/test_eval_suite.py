@@ -115,7 +115,7 @@ def test_suites_listed_and_resolvable(capsys):
     assert main(["--list-suites"]) == 0
     out = capsys.readouterr().out
     for name in ("smoke", "indist", "ood", "indist-small", "ood-small", "ood_family", "ood_size",
-                 "ood_dataset", "ood_horizon", "functions2d"):
+                 "ood_dataset", "ood_horizon", "functions2d", "select"):
         assert name in out
     assert main(["--suite", "nope", "--out", "x", "--untrained", "mlp"]) == 2
     assert main(["--suite", "smoke"]) == 2  # no --out
@@ -123,6 +123,17 @@ def test_suites_listed_and_resolvable(capsys):
     assert [t.name for t in smoke] == ["quadratic10", "logreg16"]
     with pytest.raises(ValueError, match="unknown suite"):
         suites.get_suite("nope")
+
+
+def test_selection_split_is_disjoint_from_the_reported_suites():
+    select = suites.get_suite("select").resolve()
+    reported = suites.get_suite("indist").resolve() + suites.get_suite("ood").resolve()
+    assert {t.task_id for t in select}.isdisjoint({t.task_id for t in reported})
+    long = [t for t in select if t.num_steps == 1000]
+    assert len(select) == 16 and len(long) == 4 and {t.group for t in long} == {"heldout@1000"}
+    assert {t.config["family"] for t in long} == {t.config["family"] for t in select}
+    # a horizon override renames the task, so the two copies of a heldout task never collide
+    assert len({t.name for t in select}) == len(select)
 
 
 def test_headline_suites_are_large_and_balanced():
