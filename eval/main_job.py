@@ -106,6 +106,17 @@ def train_config(args: argparse.Namespace, train_minutes: float, out_dir: str):
     return cfg
 
 
+def evaluated_checkpoint(train_dir: str, cfg: Any) -> str:
+    """The θ file the run evaluates and ships: the moving average θ̄ of the last step when the
+    config keeps one (``theta_average`` > 0), else the newest θ."""
+    from learned_opt.checkpoint import latest_checkpoint
+    from outer_train.trainer import latest_average
+
+    if cfg.theta_average:
+        return str(latest_average(train_dir))
+    return str(latest_checkpoint(train_dir))
+
+
 def quality(results: dict, method: str) -> dict:
     """The quality check from the evaluation document's ``summary[suite][method]``."""
     q: dict[str, Any] = {}
@@ -185,7 +196,8 @@ def render_report(config: dict, training: dict, q: dict, eval_markdown: str) -> 
         f"`{config['task']}` (taskset `{config['taskset']}`), evaluated under the protocol against tuned "
         "Adam, tuned Adam + cosine decay, tuned SGD + momentum and L-BFGS-B.", "",
         "## Meta-training", "",
-        f"{training['outer_steps']} outer steps in total{resumed}.", "",
+        f"{training['outer_steps']} outer steps in total{resumed}; evaluated θ: "
+        f"`{training.get('evaluated_checkpoint', 'the newest')}`.", "",
         "| outer steps | wall time (this session) | compile | inner steps/s | "
         "meta-loss (first 10 → last 10) | dropped steps |",
         "|---:|---:|---:|---:|---|---:|",
@@ -250,9 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.compare import evaluate
     from eval.methods import learned_method
 
-    lopt, theta = learned_opt.load(train_dir)
+    source = evaluated_checkpoint(train_dir, cfg)
+    lopt, theta = learned_opt.load(source)
     ckpt = os.path.join(out, "checkpoint.lopt")
-    shutil.copyfile(learned_opt.checkpoint.latest_checkpoint(train_dir), ckpt)
+    shutil.copyfile(source, ckpt)
+    training["evaluated_checkpoint"] = os.path.basename(source)
     method = f"learned-{cfg.optimizer}"
     print(f"[run] evaluating {method} on {', '.join(SUITES)} ({seeds} seed(s))", file=sys.stderr, flush=True)
     results = evaluate([learned_method(lopt, theta, name=method)], None, SUITES, os.path.join(out, "eval"),

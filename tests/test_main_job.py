@@ -79,3 +79,21 @@ def test_run_config_is_the_recipe_with_trust_inputs(quick, tmp_path):
     assert off.optimizer_kwargs["trust_features"] is False
     mlp = train_config(argparse.Namespace(**{**vars(args), "optimizer": "mlp"}), 1.0, str(tmp_path))
     assert mlp.optimizer == "mlp" and mlp.optimizer_kwargs == {}
+
+
+def test_run_evaluates_the_theta_average_when_the_config_keeps_one(tmp_path):
+    """With ``theta_average`` > 0 the job evaluates and ships the newest θ̄ file, else the newest θ."""
+    import argparse
+
+    from eval.main_job import evaluated_checkpoint, train_config
+
+    for name in ("theta_00000025.lopt", "theta_00000050.lopt", "theta_average_00000025.lopt",
+                 "theta_average_00000050.lopt"):
+        (tmp_path / name).write_bytes(b"")
+    args = argparse.Namespace(quick=True, optimizer=None, estimator="pes", seed=0, no_progress=True, set=[])
+    plain = train_config(args, 1.0, str(tmp_path))
+    assert os.path.basename(evaluated_checkpoint(str(tmp_path), plain)) == "theta_00000050.lopt"
+    averaged = train_config(argparse.Namespace(**{**vars(args), "set": ["theta_average=0.99"]}), 1.0, str(tmp_path))
+    assert os.path.basename(evaluated_checkpoint(str(tmp_path), averaged)) == "theta_average_00000050.lopt"
+    with pytest.raises(FileNotFoundError, match="theta_average"):
+        evaluated_checkpoint(str(tmp_path / "empty"), averaged)
