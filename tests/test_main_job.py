@@ -71,6 +71,8 @@ def test_run_config_is_the_recipe_with_trust_inputs(quick, tmp_path):
     lopt = get_optimizer(cfg.optimizer, **cfg.optimizer_kwargs)
     assert isinstance(lopt, ScheduledAdamLOpt) and lopt.trust_features
     assert cfg.task_grad_clip == 1.0  # per-task clipping (docs/ablations.md, "The default run")
+    if not quick:  # the job ships the θ average (docs/ablations.md, "The default run")
+        assert cfg.theta_average == 0.998
     from outer_train.build import build_estimator
     if quick:  # the clip reaches the estimator that meta-training builds
         assert build_estimator(cfg, lopt).task_grad_clip == 1.0
