@@ -114,12 +114,9 @@ def train_config(args: argparse.Namespace, train_minutes: float, out_dir: str):
 def evaluated_checkpoint(train_dir: str, cfg: Any) -> str:
     """The θ file the run evaluates and ships: the moving average θ̄ of the last step when the
     config keeps one (``theta_average`` > 0), else the newest θ."""
-    from learned_opt.checkpoint import latest_checkpoint
-    from outer_train.trainer import latest_average
+    from learned_opt.checkpoint import AVERAGE_STEM, THETA_STEM, latest_checkpoint
 
-    if cfg.theta_average:
-        return str(latest_average(train_dir))
-    return str(latest_checkpoint(train_dir))
+    return str(latest_checkpoint(train_dir, AVERAGE_STEM if cfg.theta_average else THETA_STEM))
 
 
 def quality(results: dict, method: str) -> dict:

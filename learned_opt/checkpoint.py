@@ -54,26 +54,31 @@ from learned_opt.registry import class_names, optimizer_class
 MAGIC = "learned_opt.checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_SUFFIX = ".lopt"
-_STEP_FILE = re.compile(r"^theta_(\d+)\.lopt$")
+#: File-name stems of the per-step files in a run directory: θ, and the moving average θ̄
+#: (``outer_train`` runs with ``theta_average`` > 0).
+THETA_STEM = "theta"
+AVERAGE_STEM = "theta_average"
 
 PathLike = str | os.PathLike
 
 
-def checkpoint_filename(step: int) -> str:
-    """File name of the θ checkpoint of outer step ``step`` in a run directory."""
+def checkpoint_filename(step: int, stem: str = THETA_STEM) -> str:
+    """File name ``<stem>_<step:08d>.lopt`` of the checkpoint of outer step ``step`` in a run
+    directory (``stem`` :data:`THETA_STEM` for θ, :data:`AVERAGE_STEM` for θ̄)."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be a non-negative int, got {step!r}")
-    return f"theta_{int(step):08d}{CHECKPOINT_SUFFIX}"
+    return f"{stem}_{int(step):08d}{CHECKPOINT_SUFFIX}"
 
 
-def latest_checkpoint(run_dir: PathLike) -> Path:
-    """The ``theta_<step>.lopt`` file with the highest step in ``run_dir``."""
+def latest_checkpoint(run_dir: PathLike, stem: str = THETA_STEM) -> Path:
+    """The ``<stem>_<step>.lopt`` file with the highest step in ``run_dir``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no such run directory: {run_dir}")
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP_FILE.match(p.name))]
+    pattern = re.compile(rf"^{re.escape(stem)}_(\d+){re.escape(CHECKPOINT_SUFFIX)}$")
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := pattern.match(p.name))]
     if not found:
-        raise FileNotFoundError(f"run directory {run_dir} holds no theta_<step>{CHECKPOINT_SUFFIX} checkpoint")
+        raise FileNotFoundError(f"run directory {run_dir} holds no {stem}_<step>{CHECKPOINT_SUFFIX} checkpoint")
     return max(found)[1]
 
 

@@ -195,27 +195,13 @@ def _progress(config: TrainConfig, initial: int) -> _Progress | None:
     return _Progress(config, initial) if config.progress else None
 
 
-def average_filename(step: int) -> str:
-    """File name of the θ̄ checkpoint (``theta_average`` runs) of outer step ``step``."""
-    return f"theta_average_{int(step):08d}.lopt"
-
-
-def latest_average(run_dir: str | Path) -> Path:
-    """The ``theta_average_<step>.lopt`` file with the highest step in ``run_dir``."""
-    found = sorted(Path(run_dir).glob("theta_average_*.lopt"))
-    if not found:
-        raise FileNotFoundError(f"run directory {run_dir} holds no theta_average_<step>.lopt "
-                                f"(was it trained with config key 'theta_average' > 0?)")
-    return found[-1]
-
-
 def _save_theta(out: Path, step: int, lopt: Any, state: TrainState, config: TrainConfig) -> None:
-    from learned_opt.checkpoint import save, save_step
+    from learned_opt.checkpoint import AVERAGE_STEM, checkpoint_filename, save, save_step
     meta = {"outer_step": step, "config": config.to_dict()}
     save_step(out, step, lopt, jax.device_get(state.theta), metadata=meta)
     if config.theta_average and step > 0:
         theta_bar = jax.device_get(averaged_theta(state.opt_state, config.theta_average))
-        save(out / average_filename(step), lopt, theta_bar,
+        save(out / checkpoint_filename(step, AVERAGE_STEM), lopt, theta_bar,
              metadata=dict(meta, theta_average=config.theta_average))
 
 

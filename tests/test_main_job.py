@@ -97,5 +97,6 @@ def test_run_evaluates_the_theta_average_when_the_config_keeps_one(tmp_path):
     assert os.path.basename(evaluated_checkpoint(str(tmp_path), plain)) == "theta_00000050.lopt"
     averaged = train_config(argparse.Namespace(**{**vars(args), "set": ["theta_average=0.99"]}), 1.0, str(tmp_path))
     assert os.path.basename(evaluated_checkpoint(str(tmp_path), averaged)) == "theta_average_00000050.lopt"
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="theta_average"):
         evaluated_checkpoint(str(tmp_path / "empty"), averaged)

@@ -7,11 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-from learned_opt.checkpoint import load
+from learned_opt.checkpoint import AVERAGE_STEM, checkpoint_filename, latest_checkpoint, load
 from learned_opt.learnable_hand import LearnableSGD
 from outer_train import ConstantSchedule, FixedTaskFamily, InnerProblem, TrainConfig, make_estimator, train
 from outer_train.theta_average import averaged_theta, theta_average
-from outer_train.trainer import average_filename, latest_average, make_outer_optimizer
+from outer_train.trainer import make_outer_optimizer
 from tasks.quadratic import QuadraticTask
 
 
@@ -80,10 +80,11 @@ def test_trainer_writes_the_average_of_its_own_theta_files_and_resumes_it_exactl
     assert len(set(thetas)) > 1  # θ moved
     want = _closed_form(thetas, 0.7)
     np.testing.assert_allclose(float(full.theta_average["log_lr"]), want, rtol=1e-5)
-    assert latest_average(tmp_path / "full").name == average_filename(6)
-    _, saved = load(latest_average(tmp_path / "full"))
+    assert latest_checkpoint(tmp_path / "full", AVERAGE_STEM).name == checkpoint_filename(6, AVERAGE_STEM)
+    _, saved = load(latest_checkpoint(tmp_path / "full", AVERAGE_STEM))
     assert float(saved["log_lr"]) == float(full.theta_average["log_lr"])
-    assert not (tmp_path / "full" / average_filename(0)).exists()  # no average before a step
+    assert latest_checkpoint(tmp_path / "full").name == checkpoint_filename(6)  # θ̄ files are not θ files
+    assert not (tmp_path / "full" / checkpoint_filename(0, AVERAGE_STEM)).exists()  # no average before a step
 
     _run(tmp_path / "split", 3)
     resumed = _run(tmp_path / "split", 6, resume=True)
