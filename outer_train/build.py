@@ -51,7 +51,7 @@ def build_estimator(config: TrainConfig, lopt: Any, family: Any | None = None):
     schedule = build_schedule(config)
     common: dict[str, Any] = dict(num_tasks=config.num_tasks, unroll_length=config.unroll_length, sigma=config.sigma,
                   random_offsets=config.random_offsets, remat=config.remat,
-                  task_grad_clip=config.task_grad_clip)
+                  task_grad_clip=config.task_grad_clip, task_grad_equalize=config.task_grad_equalize)
     if config.task == "taskset_mixture" and family is None:
         import tasksets
         members = []
@@ -69,7 +69,8 @@ def build_estimator(config: TrainConfig, lopt: Any, family: Any | None = None):
                                    normalizer=normalizer, clip=config.meta_loss_clip,
                                    meta_weighting=config.meta_weighting)
             members.append(GradientEstimator(config.estimator, problem, **common))
-        return MixtureEstimator(tuple(members), task_grad_clip=config.task_grad_clip)
+        return MixtureEstimator(tuple(members), task_grad_clip=config.task_grad_clip,
+                                task_grad_equalize=config.task_grad_equalize)
     family = build_family(config) if family is None else family
     problem = InnerProblem(family, lopt, schedule, meta_loss=config.meta_loss,
                            normalizer=config.normalizer, clip=config.meta_loss_clip,

@@ -42,7 +42,10 @@ class TrainConfig:
     ``meta_loss_clip``. ``task_grad_clip`` r ≥ 1 clips every task's meta-gradient estimate (every
     member of a taskset mixture, every one of the ``num_tasks`` rows) to r times the median task's
     norm before they are averaged, so one task with an outsized estimate cannot set the step's direction
-    (0 = off; :func:`outer_train.estimators.clip_to_median_norm`).
+    (0 = off; :func:`outer_train.estimators.clip_to_median_norm`). ``task_grad_equalize`` rescales
+    every task's estimate to exactly that norm (r = 1 when ``task_grad_clip`` is 0), short ones
+    included: every task gets an equal vote on the step's direction, as the evaluation counts every
+    task's win, tie or loss equally.
 
     Backprop memory/speed: ``remat`` is the ``jax.checkpoint`` policy of each inner step when the
     estimator differentiates through the unroll (tbptt, smoothed_rp, full_grad, hybrid): ``"auto"``
@@ -96,6 +99,7 @@ class TrainConfig:
     reparam_range: tuple = (0.1, 10.0)
     meta_weighting: str = "uniform"
     task_grad_clip: float = 0.0
+    task_grad_equalize: bool = False
     remat: str = "auto"
     outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
@@ -192,7 +196,7 @@ class TrainConfig:
         if not (self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)
                                            and self.devices >= 1)):
             raise ValueError(f"config key 'devices' must be 'auto' or an int >= 1, got {self.devices!r}")
-        for name in ("random_offsets", "progress", "tensorboard"):
+        for name in ("random_offsets", "progress", "tensorboard", "task_grad_equalize"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"config key {name!r} must be true or false, got {getattr(self, name)!r}")
         clip = self.meta_loss_clip

@@ -89,19 +89,24 @@ def _masked_mean_var(g: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]
     return mean, var
 
 
-def clip_to_median_norm(g: jax.Array, ok: jax.Array, ratio: float) -> tuple[jax.Array, jax.Array]:
+def clip_to_median_norm(g: jax.Array, ok: jax.Array, ratio: float,
+                        equalize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Rows of ``g`` [M, D] rescaled so that none is longer than ``ratio`` times the median row norm.
 
     ``g_j <- g_j · min(1, ratio · median_k ‖g_k‖ / ‖g_j‖)``, the median over the rows with ``ok``;
     rows without ``ok`` are returned unchanged (the caller drops them). Scale-free: one task whose
     meta-gradient is orders of magnitude larger than the others' counts no more than a typical
-    task instead of setting the direction of the mean. Returns the
-    rows and ``max_j ‖g_j‖ / median`` before clipping (NaN when no row is ok).
+    task instead of setting the direction of the mean. With ``equalize`` every row is rescaled to
+    exactly that length, ``g_j <- g_j · ratio · median / ‖g_j‖`` (short rows are lengthened too): each
+    task then has an equal vote on the direction of the mean, whatever its loss scale (an all-zero
+    row stays zero). Returns the rows and ``max_j ‖g_j‖ / median`` before rescaling (NaN when no
+    row is ok).
     """
     norms = jnp.sqrt(jnp.sum(jnp.where(ok[:, None], g, 0.0) ** 2, axis=1))
     median = jnp.nanmedian(jnp.where(ok, norms, jnp.nan))
     tiny = jnp.asarray(1e-30, g.dtype)
-    scale = jnp.minimum(1.0, ratio * median / jnp.maximum(norms, tiny))
+    scale = ratio * median / jnp.maximum(norms, tiny)
+    scale = scale if equalize else jnp.minimum(1.0, scale)
     clipped = jnp.where((ok & jnp.isfinite(scale))[:, None], g * scale[:, None], g)
     spread = jnp.max(jnp.where(ok, norms, -jnp.inf)) / jnp.maximum(median, tiny)
     return clipped, jnp.where(jnp.any(ok), spread, jnp.nan)
@@ -110,6 +115,17 @@ def clip_to_median_norm(g: jax.Array, ok: jax.Array, ratio: float) -> tuple[jax.
 def _check_task_grad_clip(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value == 0 or value >= 1):
         raise ValueError(f"task_grad_clip must be 0 (off) or a ratio >= 1 to the median task norm, got {value!r}")
+
+
+def _check_task_grad_equalize(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"task_grad_equalize must be True or False, got {value!r}")
+
+
+def _rescale_tasks(g: jax.Array, ok: jax.Array, clip: float, equalize: bool) -> tuple[jax.Array, jax.Array]:
+    """:func:`clip_to_median_norm` as configured by ``task_grad_clip`` / ``task_grad_equalize``
+    (equalizing without a clip ratio uses the median norm itself)."""
+    return clip_to_median_norm(g, ok, clip or 1.0, equalize=equalize)
 
 
 def _nonfinite_loss_steps(out) -> jax.Array:
@@ -245,6 +261,7 @@ class GradientEstimator:
     task_layout: Any = None
     remat: str = "auto"
     task_grad_clip: float = 0.0
+    task_grad_equalize: bool = False
     strategy: Strategy = dataclasses.field(init=False, repr=False)  # resolved from ``kind``
 
     def __post_init__(self):
@@ -268,6 +285,7 @@ class GradientEstimator:
         if not isinstance(self.remat, str) or self.remat not in REMAT_CHOICES:
             raise ValueError(f"remat must be one of {list(REMAT_CHOICES)}, got {self.remat!r}")
         _check_task_grad_clip(self.task_grad_clip)
+        _check_task_grad_equalize(self.task_grad_equalize)
         if not isinstance(self.problem, InnerProblem):
             raise TypeError(f"problem must be an InnerProblem, got {type(self.problem).__name__}")
         if self.task_layout is not None and not (hasattr(self.task_layout, "constrain")
@@ -452,8 +470,9 @@ class GradientEstimator:
         per_task, accum, metrics = self.strategy.combine(
             Combine(eps=eps, values=values, out=out, w=w, grads_b=grads_b, accum=state.accum, sigma=sigma))
         ok = _tree_all_finite(per_task) & jnp.all(jnp.isfinite(values), axis=1)
-        if self.task_grad_clip:
-            per_task, metrics["task_grad_spread"] = clip_to_median_norm(per_task, ok, self.task_grad_clip)
+        if self.task_grad_clip or self.task_grad_equalize:
+            per_task, metrics["task_grad_spread"] = _rescale_tasks(per_task, ok, self.task_grad_clip,
+                                                                   self.task_grad_equalize)
         grad, var = _masked_mean_var(per_task, ok)
         valid = (w > 0)[..., None] & jnp.ones_like(out.meta, bool)
         meta_loss = jnp.sum(jnp.where(valid, out.meta, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
@@ -519,16 +538,20 @@ class MixtureEstimator:
     ``g = Σ_j g_j / M`` over the M members whose estimate is finite (members with a non-finite
     estimate are dropped and counted in ``num_nonfinite``); metrics are averaged. With
     ``task_grad_clip`` r ≥ 1 every member's estimate is first clipped to r times the median member
-    norm (:func:`clip_to_median_norm`; metric ``task_grad_spread``, the largest norm over the median).
+    norm (:func:`clip_to_median_norm`; metric ``task_grad_spread``, the largest norm over the median);
+    with ``task_grad_equalize`` every member's estimate is rescaled to exactly that norm (r = 1 when
+    ``task_grad_clip`` is 0), so each member has an equal vote on the direction.
     """
 
     members: tuple
     task_grad_clip: float = 0.0
+    task_grad_equalize: bool = False
 
     def __post_init__(self):
         if not self.members:
             raise ValueError("a MixtureEstimator needs at least one member")
         _check_task_grad_clip(self.task_grad_clip)
+        _check_task_grad_equalize(self.task_grad_equalize)
         object.__setattr__(self, "members", tuple(self.members))
 
     @property
@@ -555,8 +578,8 @@ class MixtureEstimator:
         g = jnp.stack(grads)
         ok = _tree_all_finite(g)
         spread = None
-        if self.task_grad_clip:
-            g, spread = clip_to_median_norm(g, ok, self.task_grad_clip)
+        if self.task_grad_clip or self.task_grad_equalize:
+            g, spread = _rescale_tasks(g, ok, self.task_grad_clip, self.task_grad_equalize)
         n = jnp.sum(ok)
         mean = jnp.where(n > 0, jnp.sum(jnp.where(ok[:, None], g, 0.0), 0) / jnp.maximum(n, 1), jnp.nan)
         common = set.intersection(*(set(m) for m in metrics))
