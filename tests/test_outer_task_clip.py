@@ -17,7 +17,7 @@ def _reference(g: np.ndarray, ok: np.ndarray, ratio: float, equalize: bool = Fal
     median = float(np.median(norms[ok]))
     out = g.copy()
     for j in np.flatnonzero(ok):
-        if equalize or norms[j] > ratio * median:
+        if norms[j] > 0 and (equalize or norms[j] > ratio * median):  # a zero row stays zero
             out[j] = g[j] * ratio * median / norms[j]
     return out, float(norms[ok].max() / median)
 
