@@ -53,8 +53,8 @@ class TrainConfig:
     and :attr:`outer_train.estimators.GradientEstimator.remat_policy`). It changes speed and memory,
     never the gradient (up to float rounding).
 
-    Meta-loss weighting ``meta_weighting`` (uniform | linear: ``ℓ_t`` weighted by ``2 t/T``, see
-    :mod:`outer_train.unroll`).
+    Meta-loss weighting ``meta_weighting`` (uniform | linear: ``ℓ_t`` weighted by ``2 t/T`` |
+    cubic: by ``4 (t/T)³``; see :mod:`outer_train.unroll`).
 
     Outer loop: ``outer_optimizer`` (adam | adamw with ``outer_weight_decay`` | sgd) at ``outer_lr``
     — constant, or with ``outer_lr_schedule="warmup_cosine"`` a linear warmup over

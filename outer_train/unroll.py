@@ -29,7 +29,9 @@ occupies ``T + 1`` inner steps.
 **Weighting** (``meta_weighting``): each ``ℓ_t`` carries a weight ``ω_t`` that the estimators
 multiply into their per-step weights: ``"uniform"`` (``ω_t = 1``, the mean loss over the run) or
 ``"linear"`` (``ω_t = 2 t/T``: averaged over a trajectory still 1, but the final loss counts twice
-and the first steps almost not -- closer to an evaluation that scores the final loss).
+and the first steps almost not -- closer to an evaluation that scores the final loss) or
+``"cubic"`` (``ω_t = 4 (t/T)³``: also averaging 1, the final loss counting four times and the
+first half of the run together only 1/16 of the weight -- closer still).
 
 **Normalization** (``normalizer``): ``"initial"`` (default for task families) divides by the
 training loss at ``w_0`` of the same trajectory, ``L(w)/L(w_0)`` — so every task starts at 1 and
@@ -53,7 +55,16 @@ import optax
 from outer_train.truncation import ConstantSchedule, LogUniformSchedule, initial_offsets
 from tasks.base import FixedTaskFamily  # noqa: F401  (moved to tasks; re-exported)
 
-META_WEIGHTINGS = ("uniform", "linear")
+META_WEIGHTINGS = ("uniform", "linear", "cubic")
+
+
+def _meta_weight(weighting: str, progress: jax.Array) -> jax.Array:
+    """``ω_t`` of :data:`META_WEIGHTINGS` at ``progress = t/T`` (each averages 1 over ``t/T ∈ [0, 1]``)."""
+    if weighting == "linear":
+        return 2.0 * progress
+    if weighting == "cubic":
+        return 4.0 * progress ** 3
+    return jnp.ones((), jnp.float32)
 
 #: Remat (``jax.checkpoint``) policies of one inner step under backprop through an unroll: what the
 #: backward pass keeps from the forward pass and what it recomputes. None changes a value.
@@ -269,7 +280,7 @@ class InnerProblem:
         advanced = TaskState(cfg=ts.cfg, step=jnp.where(finite, ts.step + 1, ts.length),
                              length=ts.length, fresh=jnp.zeros((), bool), params=new_params,
                              opt_state=new_opt_state, model_state=new_mstate, init_loss=init_loss)
-        weight = 2.0 * progress if self.meta_weighting == "linear" else jnp.ones((), jnp.float32)
+        weight = _meta_weight(self.meta_weighting, progress)
         if not branched:
             meta, loss = meta[None], loss[None]
         return advanced, StepOutput(meta=meta, valid=valid, reset=needs_reset, loss=loss, progress=progress,

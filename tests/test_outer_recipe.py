@@ -109,24 +109,28 @@ def test_inner_problem_tells_the_trajectory_length():
 
 
 # --------------------------------------------------------------------------- meta weighting
-def test_linear_weighting_progress_and_values():
+@pytest.mark.parametrize("weighting,closed_form", [("linear", lambda p: 2 * p), ("cubic", lambda p: 4 * p ** 3)])
+def test_weighting_progress_and_values(weighting, closed_form):
     lopt = get_optimizer("scheduled_adam")
     theta = lopt.init(jax.random.PRNGKey(0))
     length, unroll_len = 6, 8
     prob = InnerProblem(FixedTaskFamily(_Quadratic()), lopt, ConstantSchedule(length), normalizer="initial",
-                        meta_weighting="linear")
+                        meta_weighting=weighting)
     theta_b = jax.tree_util.tree_map(lambda x: x[None], theta)
     ts = prob.init_task(theta_b, jax.random.PRNGKey(0), random_offset=False)
     _, out = prob.unroll_task(theta_b, ts, jax.random.PRNGKey(1), unroll_len)
     # steps 0..6 are one trajectory (step 0 masked: the loss of w_0), step 7 is the next's w_0
     np.testing.assert_allclose(np.asarray(out.progress[:7]), np.arange(7) / length, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(out.weight), 2 * np.asarray(out.progress), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.weight), closed_form(np.asarray(out.progress)), rtol=1e-6)
+    # a trajectory's weights average 1 in the continuous limit (checked on a fine grid)
+    grid = np.linspace(0.0, 1.0, 100_001)
+    np.testing.assert_allclose(np.trapezoid(closed_form(grid), grid), 1.0, rtol=1e-6)
     assert list(np.asarray(out.valid)) == [False] + [True] * 6 + [False]
 
     est = make_estimator("es", prob, num_tasks=2, unroll_length=unroll_len, sigma=0.01, random_offsets=False)
     state = est.init(jax.random.PRNGKey(2), theta)
     vals = np.asarray(est.values(theta, state, jax.random.PRNGKey(3)))
-    # hand reference: the same unroll per task with its own keys, Σ valid·2t/T·ℓ_t / K
+    # hand reference: the same unroll per task with its own keys, Σ valid·ω(t/T)·ℓ_t / K
     k_init, k_unroll = jax.random.split(jax.random.PRNGKey(3))
     keys = InnerProblem.task_keys(k_unroll, 2, unroll_len)
     for i in range(2):
@@ -134,7 +138,7 @@ def test_linear_weighting_progress_and_values():
         _, out_i = prob.unroll_keys(jax.tree_util.tree_map(lambda x: x[None, None], theta), ts_i, keys[i:i + 1])
         valid = np.asarray(out_i.valid[0], np.float64)
         progress = np.asarray(out_i.progress[0], np.float64)
-        ref = np.sum(valid * 2 * progress * np.asarray(out_i.meta[0, :, 0], np.float64)) / unroll_len
+        ref = np.sum(valid * closed_form(progress) * np.asarray(out_i.meta[0, :, 0], np.float64)) / unroll_len
         np.testing.assert_allclose(vals[i], ref, rtol=1e-5)
 
 
