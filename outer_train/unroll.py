@@ -27,7 +27,7 @@ Either way a trajectory of ``T`` updates yields exactly ``T`` measured, θ-depen
 occupies ``T + 1`` inner steps.
 
 **Weighting** (``meta_weighting``): each ``ℓ_t`` carries a weight ``ω_t`` that the estimators
-multiply into their per-step weights: ``"uniform"`` (``ω_t = 1``, the mean loss over the run) or
+multiply into their per-step weights: ``"uniform"`` (``ω_t = 1``, the mean loss over the run),
 ``"linear"`` (``ω_t = 2 t/T``: averaged over a trajectory still 1, but the final loss counts twice
 and the first steps almost not -- closer to an evaluation that scores the final loss) or
 ``"cubic"`` (``ω_t = 4 (t/T)³``: also averaging 1, the final loss counting four times and the

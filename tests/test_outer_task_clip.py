@@ -8,6 +8,7 @@ import pytest
 
 from learned_opt.learnable_hand import LearnableSGD
 from outer_train import ConstantSchedule, InnerProblem, MixtureEstimator, TrainConfig, make_estimator
+from outer_train.build import build_estimator
 from outer_train.estimators import clip_to_median_norm
 from tasks.families import QuadraticFamily
 
@@ -139,11 +140,8 @@ def test_bad_task_grad_equalize_is_rejected(bad):
 
 
 def test_config_hands_equalize_to_the_estimator():
-    from learned_opt.learnable_hand import LearnableSGD as Opt
-    from outer_train.build import build_estimator
-
     cfg = TrainConfig(task="quadratic", estimator="es", num_tasks=3, unroll_length=4, trunc_length=8,
                       task_grad_equalize=True)
-    est = build_estimator(cfg, Opt(0.01))
+    est = build_estimator(cfg, LearnableSGD(0.01))
     assert est.task_grad_equalize and est.task_grad_clip == 0.0
-    assert not build_estimator(TrainConfig(task="quadratic", estimator="es"), Opt(0.01)).task_grad_equalize
+    assert not build_estimator(TrainConfig(task="quadratic", estimator="es"), LearnableSGD(0.01)).task_grad_equalize
