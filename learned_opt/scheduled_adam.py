@@ -26,6 +26,14 @@ update, ≤ 0) and ``ρ = (L_t - L_{t-1}) / P``, the features are ``tanh(ρ)`` a
 average at decay 0.9 (``ρ ≈ 1``: the step is in the linear regime, room to grow; ``ρ < 0``: the
 loss rose, the step overshot). Both are 0 at the first step and whenever no loss is passed.
 
+With ``shape_features=True`` the context also holds the tensor's shape, which the gradient
+statistics do not show but which sets Adam's best rate (wider layers want smaller steps, μP):
+``[log10(fan_in)/3, log10(fan_out)/3, 1 if the tensor has ≥ 2 dimensions else 0]``, where for a
+tensor of shape ``(…, n_out)`` with ≥ 2 dimensions ``fan_out = n_out`` and
+``fan_in = size / n_out`` (a dense kernel ``(n_in, n_out)``, a conv kernel ``(h, w, c_in, c_out)``),
+and a vector or scalar has ``fan_in = 1``, ``fan_out = size``. They enter the context between
+the loss (and trust) features and the tensor statistics.
+
 With ``step_controller=True`` (which needs the trust features) the per-tensor network has a
 second output that *accumulates*: a per-tensor state ``a_j`` (0 at the start) integrates bounded
 increments, and the log step is read from the memoryless output plus the accumulator,
@@ -95,6 +103,7 @@ LOSS_DECAYS = (0.9, 0.99)
 NUM_TENSOR_STATS = 4
 _COS_COLUMN = 2  # cos(g, m_{t-1}) in the tensor statistics
 NUM_ROW_FEATURES = 5
+NUM_SHAPE_FEATURES = 3
 
 
 def _sqrt(x: jax.Array) -> jax.Array:
@@ -174,6 +183,18 @@ def _tensor_statistics(state: AnyState, g: jax.Array, p: jax.Array,
     return jnp.stack([0.25 * jnp.log10(rms(p) + 1e-12), jnp.clip(snr, 0.0, 1.0), cos, sizes], axis=1)
 
 
+def shape_features(layout: FlatLayout) -> jax.Array:
+    """Per tensor ``[log10(fan_in)/3, log10(fan_out)/3, ndim ≥ 2]``, shape ``(T, 3)`` (static: read
+    from the layout's shapes; see the module docstring for ``fan_in`` and ``fan_out``)."""
+    rows = []
+    for shape, size in zip(layout.shapes, layout.sizes):
+        matrix = len(shape) >= 2
+        fan_out = int(shape[-1]) if matrix else max(int(size), 1)
+        fan_in = max(int(size) // max(fan_out, 1), 1) if matrix else 1
+        rows.append([math.log10(fan_in) / 3.0, math.log10(max(fan_out, 1)) / 3.0, 1.0 if matrix else 0.0])
+    return jnp.asarray(rows, layout.dtype).reshape(len(rows), NUM_SHAPE_FEATURES)
+
+
 def _row_features(d: jax.Array, m_hat: jax.Array, q: jax.Array, g: jax.Array, p: jax.Array,
                   inv: jax.Array) -> jax.Array:
     """Correction-network rows ``[d, m̂/sqrt(v̂), q/sqrt(v̂), g/sqrt(v̂), w]`` (``inv = 1/(sqrt(v̂)+eps)``)."""
@@ -204,6 +225,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       max_step_change: ``K``, bound of the accumulator's change per step (``exp(±K)`` in the step).
       hypergradient_gain: ``κ``, gain of the accumulator's nominal increment ``κ · cos(g, m_{t-1})``
         (0: the increment is learned only; > 0 needs ``step_controller``).
+      shape_features: add the tensor's fan-in, fan-out and a matrix flag to the context.
     """
 
     name = "scheduled_adam"
@@ -226,6 +248,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     step_controller: bool = False
     max_step_change: float = 0.25
     hypergradient_gain: float = 0.0
+    shape_features: bool = False
 
     def __post_init__(self) -> None:
         b1, b2, b3 = check_floats_in("b1, b2, b3", [self.b1, self.b2, self.b3], 0.0, 1.0)
@@ -243,7 +266,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                   trust_features=check_bool("trust_features", self.trust_features),
                   step_controller=check_bool("step_controller", self.step_controller),
                   max_step_change=check_positive("max_step_change", self.max_step_change),
-                  hypergradient_gain=check_nonnegative("hypergradient_gain", self.hypergradient_gain))
+                  hypergradient_gain=check_nonnegative("hypergradient_gain", self.hypergradient_gain),
+                  shape_features=check_bool("shape_features", self.shape_features))
         if self.step_controller and not self.trust_features:
             raise ValueError("step_controller=True needs trust_features=True (the controller reads the trust ratio)")
         if self.hypergradient_gain > 0 and not self.step_controller:
@@ -254,7 +278,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     def num_context(self) -> int:
         trust = NUM_TRUST_FEATURES if self.trust_features else 0
         control = 1 if self.step_controller else 0
-        return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust + control
+        shape = NUM_SHAPE_FEATURES if self.shape_features else 0
+        return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust + control + shape
 
     @property
     def num_tensor_outputs(self) -> int:
@@ -299,14 +324,14 @@ class ScheduledAdamLOpt(PerParameterLOpt):
 
     def _context(self, state: AnyState, inputs: StepInputs,
                  stats: jax.Array, trust: jax.Array | None) -> jax.Array:
-        """Per-tensor context ``(T, C)``: time, loss (and trust) features and the tensor statistics
-        ``stats`` (:func:`_tensor_statistics`)."""
+        """Per-tensor context ``(T, C)``: time, loss (and trust) features, (the shape features,) the
+        tensor statistics ``stats`` (:func:`_tensor_statistics`) (and the accumulator)."""
         layout, loss, dt = inputs.layout, inputs.extra["loss"], inputs.layout.dtype
         tf = time_features(state.count, inputs.num_steps, self.timescales, dt)
         lf = loss_features(state.loss_stats, loss) if loss is not None else jnp.zeros(len(LOSS_DECAYS) + 1, dt)
         glob = jnp.concatenate([tf, lf.astype(dt)] + ([] if trust is None else [trust]))
         shared = jnp.broadcast_to(glob, (layout.num_tensors, glob.shape[0]))
-        columns = [shared, stats]
+        columns = [shared] + ([shape_features(layout)] if self.shape_features else []) + [stats]
         if self.step_controller:
             columns.append((state.log_step_acc / self.max_log_step)[:, None])  # type: ignore[union-attr]
         return jnp.concatenate(columns, axis=1)
@@ -398,6 +423,25 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         grown[f"t_w{last}"] = jnp.concatenate([w, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1)
         grown[f"t_b{last}"] = jnp.concatenate([b, jnp.zeros((1,), b.dtype)])
         return dataclasses.replace(self, step_controller=True), grown
+
+    def with_shape_features(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
+        """This optimizer with ``shape_features=True`` and ``theta`` grown to match: zero input rows
+        for the shape features (which enter the context after the loss and trust features) in the
+        first layer of both networks. The grown optimizer makes exactly the updates of this one at
+        ``theta`` until meta-training moves the new rows — a warm start for meta-training the
+        shape features from a trained θ."""
+        if self.shape_features:
+            raise ValueError("shape_features is already on")
+        self.check_theta(theta)
+        at = num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
+        at += NUM_TRUST_FEATURES if self.trust_features else 0
+        grown = dict(theta)
+        for name, offset in (("t_w0", 0), ("r_w0", NUM_ROW_FEATURES)):
+            if name in theta:
+                w = jnp.asarray(theta[name])
+                zeros = jnp.zeros((NUM_SHAPE_FEATURES, w.shape[1]), w.dtype)
+                grown[name] = jnp.concatenate([w[:offset + at], zeros, w[offset + at:]], axis=0)
+        return dataclasses.replace(self, shape_features=True), grown
 
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:
         """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection). With the

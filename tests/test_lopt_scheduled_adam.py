@@ -9,7 +9,8 @@ import pytest
 from _lopt_testutil import check_warm_start, moves_updates, random_theta
 from _lopt_testutil import run_updates as _run
 from _lopt_testutil import toy_problem as _problem
-from learned_opt.scheduled_adam import ScheduledAdamLOpt
+from learned_opt.flat_layout import layout_of
+from learned_opt.scheduled_adam import ScheduledAdamLOpt, shape_features
 
 
 @pytest.mark.parametrize("lr,row_hidden", [(3e-3, (8,)), (0.05, ()), (1e-4, (4, 4))])
@@ -85,7 +86,10 @@ def test_rejects_bad_config_and_theta():
 
 
 @pytest.mark.parametrize("kwargs,extra_context", [({"trust_features": True}, 2),
-                                                   ({"trust_features": True, "step_controller": True}, 3)])
+                                                   ({"trust_features": True, "step_controller": True}, 3),
+                                                   ({"shape_features": True}, 3),
+                                                   ({"trust_features": True, "step_controller": True,
+                                                     "shape_features": True}, 6)])
 def test_variants_at_initial_theta_are_still_adam(kwargs, extra_context):
     lopt = ScheduledAdamLOpt(learning_rate=0.01, **kwargs)
     theta = lopt.init(jax.random.PRNGKey(3))
@@ -250,3 +254,34 @@ def test_step_controller_rejects_bad_config():
         ScheduledAdamLOpt(trust_features=True, hypergradient_gain=0.1)
     with pytest.raises(ValueError, match="hypergradient_gain must be finite and >= 0"):
         ScheduledAdamLOpt(trust_features=True, step_controller=True, hypergradient_gain=-0.1)
+
+
+def test_shape_features_closed_form():
+    """``[log10(fan_in)/3, log10(fan_out)/3, ndim >= 2]`` per leaf, in the layout's (sorted-key) order."""
+    tree = {"a_dense": jnp.zeros((7, 5)), "b_bias": jnp.zeros((5,)), "c_conv": jnp.zeros((3, 3, 2, 4)),
+            "d_scalar": jnp.zeros(())}
+    got = np.asarray(shape_features(layout_of(tree)))
+    want = np.array([[np.log10(7) / 3, np.log10(5) / 3, 1.0],
+                     [0.0, np.log10(5) / 3, 0.0],
+                     [np.log10(18) / 3, np.log10(4) / 3, 1.0],
+                     [0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_with_shape_features_warm_start_reproduces_the_source_updates():
+    lopt = ScheduledAdamLOpt(learning_rate=0.01, max_correction=1.0, trust_features=True, step_controller=True,
+                             hypergradient_gain=0.1)
+    theta = random_theta(lopt, 7)
+    grown_lopt, grown = lopt.with_shape_features(theta)
+    ref, problem = check_warm_start(lopt, theta, grown_lopt, grown, {"shape_features": True}, 3e-4, 1e-7)
+    # exactly the inserted rows are zero (after time, loss and trust features), and they carry the
+    # shape inputs: setting them moves the updates
+    new_rows = np.flatnonzero(np.all(np.asarray(grown["t_w0"]) == 0.0, axis=1))
+    start = lopt.num_context - 4 - 1  # before the 4 tensor statistics and the accumulator
+    np.testing.assert_array_equal(new_rows, np.arange(start, start + 3))
+    np.testing.assert_array_equal(np.asarray(grown["r_w0"])[5 + start:5 + start + 3], 0.0)
+    assert moves_updates(grown_lopt, {**grown, "t_w0": grown["t_w0"].at[new_rows].set(0.5)}, ref, problem)
+    with pytest.raises(ValueError, match="shape_features is already on"):
+        grown_lopt.with_shape_features(grown)
+    with pytest.raises(TypeError, match="shape_features"):
+        ScheduledAdamLOpt(shape_features="yes")
