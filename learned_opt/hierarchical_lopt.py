@@ -50,6 +50,23 @@ with ``m̂``, ``v̂`` the bias-corrected momentum at decay 0.9 (one of ``momentu
 second moment. The last layer of the per-parameter network and ``w_σ``, ``b_σ`` start at zero,
 so at its initial θ this variant *is* ``optax.adam(lr0, 0.9, second_moment_decay, eps)``.
 
+**Step controller** (``step_controller=True``; needs the nominal-Adam output and the trust
+features), the per-tensor log-step accumulator of
+:class:`~learned_opt.scheduled_adam.ScheduledAdamLOpt` read from the GRU: a state ``a_t`` per
+tensor (0 at the start) integrates bounded increments, one from a second linear readout of the
+GRU state and, with ``hypergradient_gain`` ``κ > 0``, a hand-designed nominal part::
+
+    a_t <- clip(a_t + K tanh((h'_t w_δ + b_δ + κ cos(g, m_prev)_t) / K), -S, S)
+    s_t = S tanh((σ_t + a_t) / S)
+
+with ``cos(g, m_prev)_t`` the cosine, over tensor ``t``, between the gradient and the momentum at
+decay 0.9 before this step's update, and ``a_t / S`` (before the increment) fed back to the GRU
+through its own weight block ``theta["gru_wa"]``. ``w_δ``, ``b_δ`` and ``gru_wa`` start at zero,
+so at the initial θ the optimizer is Adam with the nominal controller — the same updates as
+``ScheduledAdamLOpt(step_controller=True, hypergradient_gain=κ)`` at its initial θ (tested) —
+and :meth:`HierarchicalLOpt.with_step_controller` grows a trained θ without changing its
+updates (with ``κ = 0``).
+
 In the default output, no statistic divides by a bias correction ``(1-β^t)``: momenta start at zero, the loss
 statistics are initialized with the first loss, and every normalizer has a positive floor, so
 steps 0 and 1 are finite for losses of any finite scale. Default meta-parameter count: 4,115.
@@ -85,7 +102,13 @@ from learned_opt.feature_math import (
 from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean, segment_sum, segment_variance
 from learned_opt.networks import DEFAULT_ROW_CHUNK, mlp_init
 from learned_opt.per_param import PerParameterLOpt, StepInputs
-from learned_opt.validation import check_bool, check_floats_in, check_positive, check_positive_ints
+from learned_opt.validation import (
+    check_bool,
+    check_floats_in,
+    check_nonnegative,
+    check_positive,
+    check_positive_ints,
+)
 
 _LOG_FLOOR = 1e-30  # floor inside the log-statistics
 OUTPUTS = ("direction_magnitude", "nominal_adam")
@@ -115,7 +138,23 @@ class HierarchicalTrustState(NamedTuple):
     rho_ema: jax.Array  # moving average of tanh(ρ)
 
 
-AnyHierarchicalState = HierarchicalLOptState | HierarchicalTrustState
+class HierarchicalControlState(NamedTuple):
+    """:class:`HierarchicalTrustState` plus the per-tensor log-step accumulator
+    (``step_controller=True``)."""
+
+    count: jax.Array
+    momenta: jax.Array
+    second_moment: jax.Array
+    rnn: jax.Array
+    train_loss: LossStats
+    valid_loss: LossStats
+    prev_loss: jax.Array
+    predicted: jax.Array
+    rho_ema: jax.Array
+    log_step_acc: jax.Array  # (T,) a_t, |a_t| <= S
+
+
+AnyHierarchicalState = HierarchicalLOptState | HierarchicalTrustState | HierarchicalControlState
 
 
 def tensor_statistics(signals: jax.Array, g: jax.Array, p: jax.Array, layout: FlatLayout) -> jax.Array:
@@ -145,13 +184,30 @@ def _loss_input(stats: LossStats, loss: jax.Array | None, decays: jax.Array, n: 
     return loss_features(stats, loss), update_loss_stats(stats, loss, decays)
 
 
-def gru_cell(theta: dict, x: jax.Array, h: jax.Array, xv: jax.Array, xt: jax.Array | None = None) -> jax.Array:
+def _controller_theta(rnn_size: int) -> dict:
+    """The step controller's meta-parameters, all zero: the increment readout ``inc_w`` (H,),
+    ``inc_b`` () and the accumulator's GRU input block ``gru_wa`` (1, 3H)."""
+    return {"inc_w": jnp.zeros((rnn_size,), jnp.float32), "inc_b": jnp.zeros((), jnp.float32),
+            "gru_wa": jnp.zeros((1, 3 * rnn_size), jnp.float32)}
+
+
+def _tensor_cosine(a: jax.Array, b: jax.Array, layout: FlatLayout) -> jax.Array:
+    """``cos(a, b)`` over each tensor's entries, ``(T,)`` (0 when either is zero)."""
+    dot = segment_sum(a * b, layout)
+    return dot / jnp.sqrt(segment_sum(jnp.square(a), layout) * segment_sum(jnp.square(b), layout) + 1e-30)
+
+
+def gru_cell(theta: dict, x: jax.Array, h: jax.Array, xv: jax.Array, xt: jax.Array | None = None,
+             xa: jax.Array | None = None) -> jax.Array:
     """One GRU step for all tensors: ``x`` (T, I), ``h`` (T, H), ``xv`` (T, V) validation features,
-    ``xt`` (T, 2) trust features (through ``theta["gru_wt"]``; only with ``trust_features``)."""
+    ``xt`` (T, 2) trust features (through ``theta["gru_wt"]``; only with ``trust_features``),
+    ``xa`` (T, 1) the scaled accumulator (through ``theta["gru_wa"]``; only with ``step_controller``)."""
     hs = h.shape[-1]
     gx = x @ theta["gru_wx"] + xv @ theta["gru_wv"] + theta["gru_b"]
     if xt is not None:
         gx = gx + xt @ theta["gru_wt"]
+    if xa is not None:
+        gx = gx + xa @ theta["gru_wa"]
     gh = h @ theta["gru_wh"][:, : 2 * hs]
     z = jax.nn.sigmoid(gx[:, :hs] + gh[:, :hs])
     r = jax.nn.sigmoid(gx[:, hs:2 * hs] + gh[:, hs:])
@@ -180,6 +236,11 @@ class HierarchicalLOpt(PerParameterLOpt):
         of the nominal-Adam output (unused otherwise).
       trust_features: feed the trust-ratio features (actual ÷ predicted loss change of the last
         step) to the GRU; needs the ``loss=`` extra argument to be informative (zeros without it).
+      step_controller: add the per-tensor log-step accumulator (needs ``output="nominal_adam"``
+        and ``trust_features``).
+      max_step_change: ``K``, bound of the accumulator's change per step.
+      hypergradient_gain: ``κ``, gain of the accumulator's nominal increment ``κ · cos(g, m_prev)``
+        (0: learned increment only; > 0 needs ``step_controller``).
     """
 
     name = "hierarchical"
@@ -204,6 +265,9 @@ class HierarchicalLOpt(PerParameterLOpt):
     max_log_step: float = 6.0
     max_correction: float = 1.0
     trust_features: bool = False
+    step_controller: bool = False
+    max_step_change: float = 0.25
+    hypergradient_gain: float = 0.0
 
     def __post_init__(self) -> None:
         momentum_decays = check_floats_in("momentum_decays", self.momentum_decays, 0.0, 1.0)
@@ -221,7 +285,16 @@ class HierarchicalLOpt(PerParameterLOpt):
                       "exp_mult", "step_mult", "tensor_scale_mult", "rsqrt_eps", "learning_rate", "eps",
                       "max_log_step", "max_correction")},
                   row_chunk=check_positive_ints("row_chunk", [self.row_chunk])[0],
-                  trust_features=check_bool("trust_features", self.trust_features))
+                  trust_features=check_bool("trust_features", self.trust_features),
+                  step_controller=check_bool("step_controller", self.step_controller),
+                  max_step_change=check_positive("max_step_change", self.max_step_change),
+                  hypergradient_gain=check_nonnegative("hypergradient_gain", self.hypergradient_gain))
+        if self.step_controller and (self.output != "nominal_adam" or not self.trust_features):
+            raise ValueError("step_controller=True needs output='nominal_adam' and trust_features=True, "
+                             f"got output={self.output!r}, trust_features={self.trust_features!r}")
+        if self.hypergradient_gain > 0 and not self.step_controller:
+            raise ValueError(f"hypergradient_gain={self.hypergradient_gain!r} needs step_controller=True "
+                             "(the nominal increment drives the controller's accumulator)")
         if self.output == "nominal_adam" and ADAM_B1 not in self.momentum_decays:
             raise ValueError(f"output='nominal_adam' needs {ADAM_B1} among momentum_decays "
                              f"(Adam's first moment), got {list(self.momentum_decays)}")
@@ -256,6 +329,8 @@ class HierarchicalLOpt(PerParameterLOpt):
         theta["cond_b"] = jnp.zeros((self.hidden_sizes[0],), jnp.float32)
         theta["scale_w"] = jnp.zeros((hs,), jnp.float32)
         theta["scale_b"] = jnp.zeros((), jnp.float32)
+        if self.step_controller:
+            theta.update(_controller_theta(hs))
         return theta
 
     # ---------------------------------------------------------------------------- update
@@ -271,6 +346,8 @@ class HierarchicalLOpt(PerParameterLOpt):
             return base
         # distinct buffers, so the state can be donated to a jitted step
         zeros = [jnp.zeros([], layout.dtype) for _ in range(3)]
+        if self.step_controller:
+            return HierarchicalControlState(*base, *zeros, jnp.zeros((layout.num_tensors,), layout.dtype))
         return HierarchicalTrustState(*base, *zeros)
 
     def step(self, theta: Theta, inputs: StepInputs,
@@ -280,7 +357,7 @@ class HierarchicalLOpt(PerParameterLOpt):
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         momenta, v = update_moments(state.momenta, state.second_moment, g, decays, self.second_moment_decay)
         trust = None
-        if isinstance(state, HierarchicalTrustState):
+        if isinstance(state, (HierarchicalTrustState, HierarchicalControlState)):
             trust = trust_ratio_features(state.count, state.prev_loss, state.predicted, state.rho_ema,
                                          inputs.extra["loss"], layout.dtype)
         h, train_stats, valid_stats = self._tensor_level(theta, inputs, state, momenta,
@@ -290,17 +367,51 @@ class HierarchicalLOpt(PerParameterLOpt):
         out = self.row_network(theta, (p, g, momenta, v), layout, len(self.hidden_sizes) + 1, feats_fn,
                                tensor_bias=cond)
         raw_scale = h @ theta["scale_w"] + theta["scale_b"]  # (T,)
+        acc = None
+        if isinstance(state, HierarchicalControlState):
+            m_prev = state.momenta[:, self.momentum_decays.index(ADAM_B1)]
+            acc = self._accumulate(state.log_step_acc, h @ theta["inc_w"] + theta["inc_b"],
+                                   _tensor_cosine(g, m_prev, layout))
+            raw_scale = raw_scale + acc
         if self.output == "nominal_adam":
             u = self._nominal_adam_step(out, raw_scale, momenta, v, state.count, layout)
         else:
             u = direction_magnitude_step(out, self.exp_mult, self.step_mult)
             u = u * segment_broadcast(jnp.exp(self.tensor_scale_mult * raw_scale), layout)
         new = HierarchicalLOptState(next_count(state.count), momenta, v, h, train_stats, valid_stats)
-        if not isinstance(state, HierarchicalTrustState) or trust is None:
+        if trust is None:
             return u, new
         loss = inputs.extra["loss"]
-        prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)
-        return u, HierarchicalTrustState(*new, prev_loss, jnp.sum(g * u).astype(layout.dtype), trust[1])
+        prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)  # type: ignore[union-attr]
+        trusted = (*new, prev_loss, jnp.sum(g * u).astype(layout.dtype), trust[1])
+        if acc is not None:
+            return u, HierarchicalControlState(*trusted, acc)
+        return u, HierarchicalTrustState(*trusted)
+
+    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array) -> jax.Array:
+        """``clip(a + K tanh((δ + κ cos)/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
+        k, s = self.max_step_change, self.max_log_step
+        if self.hypergradient_gain > 0:
+            increment_raw = increment_raw + self.hypergradient_gain * cos
+        step = k * jnp.tanh(increment_raw / k)
+        step = jnp.where(jnp.isfinite(step), step, 0.0)
+        return jnp.clip(acc + step, -s, s).astype(acc.dtype)
+
+    def with_step_controller(self, theta: Theta) -> tuple[HierarchicalLOpt, Theta]:
+        """This optimizer with ``step_controller=True`` and ``theta`` grown to match (zero ``inc_w``,
+        ``inc_b`` and ``gru_wa``, so with ``hypergradient_gain`` 0 the grown optimizer makes exactly
+        the updates of ``theta``): the warm start for meta-training the controller from a trained θ.
+        Needs the nominal-Adam output and the trust features; set ``hypergradient_gain`` on the
+        returned optimizer (``dataclasses.replace``) to switch the nominal increment on."""
+        if self.step_controller:
+            raise ValueError("step_controller is already on")
+        if self.output != "nominal_adam" or not self.trust_features:
+            raise ValueError("step_controller needs output='nominal_adam' and trust_features=True "
+                             "(call with_trust_features first)")
+        self.check_theta(theta)
+        grown = dict(theta)
+        grown.update(_controller_theta(self.rnn_size))
+        return dataclasses.replace(self, step_controller=True), grown
 
     def with_trust_features(self, theta: Theta) -> tuple[HierarchicalLOpt, Theta]:
         """This optimizer with ``trust_features=True`` and ``theta`` grown to match (a zero
@@ -328,7 +439,8 @@ class HierarchicalLOpt(PerParameterLOpt):
         glob = jnp.concatenate([tf, lf, context])
         x = jnp.concatenate([tstats, jnp.broadcast_to(glob, (t, glob.shape[0]))], axis=1)
         xt = None if trust is None else jnp.broadcast_to(trust, (t, NUM_TRUST_FEATURES))
-        h = gru_cell(theta, x, state.rnn, jnp.broadcast_to(vf, (t, n_loss)), xt)
+        xa = (state.log_step_acc / self.max_log_step)[:, None] if isinstance(state, HierarchicalControlState) else None
+        h = gru_cell(theta, x, state.rnn, jnp.broadcast_to(vf, (t, n_loss)), xt, xa)
         return h, train_stats, valid_stats
 
     def _nominal_adam_step(self, out: jax.Array, raw_scale: jax.Array, momenta: jax.Array, v: jax.Array,

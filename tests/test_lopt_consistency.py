@@ -122,7 +122,9 @@ def test_modes_agree_float32(name):
                                          ("scheduled_adam", {"trust_features": True, "step_controller": True,
                                                              "hypergradient_gain": 0.1}),
                                          ("hierarchical", {"output": "nominal_adam"}),
-                                         ("hierarchical", {"output": "nominal_adam", "trust_features": True})])
+                                         # the controller's path includes the trust features' path
+                                         ("hierarchical", {"output": "nominal_adam", "trust_features": True,
+                                                           "step_controller": True, "hypergradient_gain": 0.1})])
 def test_modes_agree_float32_variants(name, kwargs):
     _check_all_modes(name, jnp.float32, **kwargs)
 

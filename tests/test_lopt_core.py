@@ -22,6 +22,8 @@ VARIANTS = [(name, {}) for name in optimizer_names()] + [
     ("scheduled_adam", {"trust_features": True, "step_controller": True, "hypergradient_gain": 0.1}),
     ("hierarchical", {"output": "nominal_adam", "rnn_size": 4}),
     ("hierarchical", {"output": "nominal_adam", "trust_features": True}),
+    ("hierarchical", {"output": "nominal_adam", "trust_features": True, "step_controller": True,
+                      "hypergradient_gain": 0.1}),
     ("mlp", {"hidden_sizes": [8], "row_chunk": 5}),
 ]
 

@@ -98,3 +98,85 @@ def test_trust_state_reads_actual_over_predicted_decrease(lr, expect):
     np.testing.assert_allclose(float(feats[0]), np.tanh(rho_ref), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(float(ema), 0.1 * np.tanh(rho_ref), rtol=1e-4, atol=1e-7)
     assert abs(rho_ref - 1.0) < 0.01 if expect == "linear" else rho_ref < 0
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.1, 0.3])
+def test_step_controller_at_initial_theta_matches_the_flat_controller(kappa):
+    """At the initial θ the hierarchical controller is Adam with the nominal increment
+    ``κ cos(g, m_prev)``: the same updates as ``ScheduledAdamLOpt``'s controller at its initial θ
+    (an independent implementation of the same rule); with κ = 0 both are plain Adam."""
+    from learned_opt.scheduled_adam import ScheduledAdamLOpt
+
+    kw = dict(learning_rate=0.01, max_log_step=6.0, max_correction=1.0, trust_features=True,
+              step_controller=True, hypergradient_gain=kappa)
+    hier = HierarchicalLOpt(output="nominal_adam", **kw)
+    flat = ScheduledAdamLOpt(**kw)
+    params, loss = _problem()
+    ours = run_updates(hier.opt_fn(hier.init(jax.random.PRNGKey(1)), num_steps=20), params, loss, steps=20)
+    ref = run_updates(flat.opt_fn(flat.init(jax.random.PRNGKey(2)), num_steps=20), params, loss, steps=20)
+    adam = run_updates(optax.adam(0.01, b1=0.9, b2=0.999, eps=1e-8), params, loss, steps=20)
+    for u, r in zip(ours, ref):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-7)
+    differs = max(float(jnp.max(jnp.abs(u["w"] - a["w"]))) for u, a in zip(ours, adam))
+    assert (differs > 1e-5) == (kappa > 0)
+
+
+def test_step_controller_accumulator_follows_the_rule_by_hand():
+    """Two steps on a quadratic with κ = 0.2, K = 0.25: the state's accumulator after step 2 is
+    ``clip(K tanh(κ cos(g_2, m_1)/K))`` with ``cos`` computed per tensor in numpy (step 1 has
+    ``m_prev = 0``, so ``cos = 0`` and the accumulator stays 0)."""
+    c = jnp.asarray([1.0, 3.0, 10.0])
+
+    def f(p):
+        return 0.5 * jnp.sum(c * p["x"] ** 2) + jnp.sum((p["y"] - 1.0) ** 2)
+
+    lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=0.05, trust_features=True,
+                            step_controller=True, hypergradient_gain=0.2)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)), num_steps=10)
+    p = {"x": jnp.asarray([1.0, -2.0, 0.5]), "y": jnp.asarray([[3.0, -1.0]])}
+    state = opt.init(p)
+    g1 = jax.grad(f)(p)
+    u, state = opt.update(g1, state, p, loss=f(p))
+    acc1 = np.asarray([x for x in jax.tree_util.tree_leaves(state) if x.shape == (2,)][-1])
+    np.testing.assert_allclose(acc1, 0.0, atol=1e-7)
+    p = optax.apply_updates(p, u)
+    g2 = jax.grad(f)(p)
+    _, state = opt.update(g2, state, p, loss=f(p))
+    acc2 = np.asarray([x for x in jax.tree_util.tree_leaves(state) if x.shape == (2,)][-1])
+    expect = []
+    for k in ("x", "y"):  # tensors in the layout's (sorted-key) order; m_1 = 0.1 g_1
+        a, b = np.ravel(g2[k]), 0.1 * np.ravel(g1[k])
+        cos = a @ b / np.sqrt((a @ a) * (b @ b))
+        expect.append(0.25 * np.tanh(0.2 * cos / 0.25))
+    np.testing.assert_allclose(acc2, expect, rtol=1e-5)
+
+
+def test_with_step_controller_warm_start_reproduces_the_source_updates():
+    lopt = HierarchicalLOpt(output="nominal_adam", learning_rate=0.01, trust_features=True)
+    theta = random_theta(lopt, 4)
+    grown_lopt, grown = lopt.with_step_controller(theta)
+    ref, problem = check_warm_start(lopt, theta, grown_lopt, grown, {"step_controller": True}, 1e-5, 1e-9)
+    # each new block is live: the increment readout and the accumulator's GRU input move the updates
+    assert moves_updates(grown_lopt, {**grown, "inc_b": grown["inc_b"] + 0.5}, ref, problem)
+    with_acc = {**grown, "inc_b": grown["inc_b"] + 0.5, "gru_wa": grown["gru_wa"] + 1.0}
+    assert moves_updates(grown_lopt, with_acc, run_updates(
+        grown_lopt.opt_fn({**grown, "inc_b": grown["inc_b"] + 0.5}, num_steps=15), *problem), problem)
+    with pytest.raises(ValueError, match="already on"):
+        grown_lopt.with_step_controller(grown)
+    with pytest.raises(ValueError, match="trust_features"):
+        HierarchicalLOpt(output="nominal_adam").with_step_controller(random_theta(HierarchicalLOpt(output="nominal_adam"), 0))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(step_controller=True, trust_features=True), "output='nominal_adam'"),
+    (dict(output="nominal_adam", step_controller=True), "trust_features"),
+    (dict(output="nominal_adam", trust_features=True, hypergradient_gain=0.1), "needs step_controller"),
+    (dict(output="nominal_adam", trust_features=True, step_controller=True, hypergradient_gain=-1.0),
+     "hypergradient_gain"),
+    (dict(output="nominal_adam", trust_features=True, step_controller=True, max_step_change=0.0),
+     "max_step_change"),
+])
+def test_step_controller_bad_config_is_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HierarchicalLOpt(**kwargs)
