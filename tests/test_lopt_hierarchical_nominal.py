@@ -165,7 +165,8 @@ def test_with_step_controller_warm_start_reproduces_the_source_updates():
     with pytest.raises(ValueError, match="already on"):
         grown_lopt.with_step_controller(grown)
     with pytest.raises(ValueError, match="trust_features"):
-        HierarchicalLOpt(output="nominal_adam").with_step_controller(random_theta(HierarchicalLOpt(output="nominal_adam"), 0))
+        plain = HierarchicalLOpt(output="nominal_adam")
+        plain.with_step_controller(random_theta(plain, 0))
 
 
 @pytest.mark.parametrize("kwargs,match", [
