@@ -347,7 +347,8 @@ class HierarchicalLOpt(PerParameterLOpt):
         # distinct buffers, so the state can be donated to a jitted step
         zeros = [jnp.zeros([], layout.dtype) for _ in range(3)]
         if self.step_controller:
-            return HierarchicalControlState(*base, *zeros, jnp.zeros((layout.num_tensors,), layout.dtype))
+            return HierarchicalControlState(*base, prev_loss=zeros[0], predicted=zeros[1], rho_ema=zeros[2],
+                                            log_step_acc=jnp.zeros((layout.num_tensors,), layout.dtype))
         return HierarchicalTrustState(*base, *zeros)
 
     def step(self, theta: Theta, inputs: StepInputs,
@@ -383,10 +384,10 @@ class HierarchicalLOpt(PerParameterLOpt):
             return u, new
         loss = inputs.extra["loss"]
         prev_loss = state.prev_loss if loss is None else jnp.asarray(loss, layout.dtype)  # type: ignore[union-attr]
-        trusted = (*new, prev_loss, jnp.sum(g * u).astype(layout.dtype), trust[1])
+        trusted = dict(prev_loss=prev_loss, predicted=jnp.sum(g * u).astype(layout.dtype), rho_ema=trust[1])
         if acc is not None:
-            return u, HierarchicalControlState(*trusted, acc)
-        return u, HierarchicalTrustState(*trusted)
+            return u, HierarchicalControlState(*new, **trusted, log_step_acc=acc)
+        return u, HierarchicalTrustState(*new, **trusted)
 
     def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array) -> jax.Array:
         """``clip(a + K tanh((δ + κ cos)/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
