@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learned_opt.flat_layout import FlatLayout
+from learned_opt.flat_layout import FlatLayout, segment_sum
 
 Array = jax.Array
 
@@ -204,3 +204,21 @@ def trust_ratio_features(count: Array, prev_loss: Array, predicted: Array, rho_e
     rho = jnp.where(ok, rho, 0.0)
     ema = jnp.where(ok, TRUST_DECAY * rho_ema + (1 - TRUST_DECAY) * rho, rho_ema)
     return jnp.stack([rho, ema]).astype(dtype), ema
+
+
+def tensor_cosine(a: Array, b: Array, layout: FlatLayout) -> Array:
+    """``cos(a, b)`` over each tensor's entries of two flat vectors, ``(T,)`` (0 when either is 0)."""
+    dot = segment_sum(a * b, layout)
+    return dot / jnp.sqrt(segment_sum(jnp.square(a), layout) * segment_sum(jnp.square(b), layout) + 1e-30)
+
+
+def accumulate_log_step(acc: Array, increment_raw: Array, cos: Array, max_step_change: float,
+                        max_log_step: float, gain: float) -> Array:
+    """The step controller's accumulator update ``clip(a + K tanh((δ + κ cos)/K), -S, S)`` with
+    ``K = max_step_change``, ``S = max_log_step``, ``κ = gain`` (the nominal increment is skipped
+    for ``κ = 0``); a non-finite increment leaves ``a`` unchanged."""
+    if gain > 0:
+        increment_raw = increment_raw + gain * cos
+    step = max_step_change * jnp.tanh(increment_raw / max_step_change)
+    step = jnp.where(jnp.isfinite(step), step, 0.0)
+    return jnp.clip(acc + step, -max_log_step, max_log_step).astype(acc.dtype)

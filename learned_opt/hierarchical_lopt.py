@@ -87,6 +87,7 @@ from learned_opt.feature_math import (
     DEFAULT_TIMESCALES,
     NUM_TRUST_FEATURES,
     LossStats,
+    accumulate_log_step,
     direction_magnitude_step,
     init_loss_stats,
     loss_features,
@@ -94,6 +95,7 @@ from learned_opt.feature_math import (
     num_time_features,
     param_gradient_features,
     safe_rsqrt,
+    tensor_cosine,
     time_features,
     trust_ratio_features,
     update_loss_stats,
@@ -189,12 +191,6 @@ def _controller_theta(rnn_size: int) -> dict:
     ``inc_b`` () and the accumulator's GRU input block ``gru_wa`` (1, 3H)."""
     return {"inc_w": jnp.zeros((rnn_size,), jnp.float32), "inc_b": jnp.zeros((), jnp.float32),
             "gru_wa": jnp.zeros((1, 3 * rnn_size), jnp.float32)}
-
-
-def _tensor_cosine(a: jax.Array, b: jax.Array, layout: FlatLayout) -> jax.Array:
-    """``cos(a, b)`` over each tensor's entries, ``(T,)`` (0 when either is zero)."""
-    dot = segment_sum(a * b, layout)
-    return dot / jnp.sqrt(segment_sum(jnp.square(a), layout) * segment_sum(jnp.square(b), layout) + 1e-30)
 
 
 def gru_cell(theta: dict, x: jax.Array, h: jax.Array, xv: jax.Array, xt: jax.Array | None = None,
@@ -371,8 +367,9 @@ class HierarchicalLOpt(PerParameterLOpt):
         acc = None
         if isinstance(state, HierarchicalControlState):
             m_prev = state.momenta[:, self.momentum_decays.index(ADAM_B1)]
-            acc = self._accumulate(state.log_step_acc, h @ theta["inc_w"] + theta["inc_b"],
-                                   _tensor_cosine(g, m_prev, layout))
+            acc = accumulate_log_step(state.log_step_acc, h @ theta["inc_w"] + theta["inc_b"],
+                                      tensor_cosine(g, m_prev, layout), self.max_step_change,
+                                      self.max_log_step, self.hypergradient_gain)
             raw_scale = raw_scale + acc
         if self.output == "nominal_adam":
             u = self._nominal_adam_step(out, raw_scale, momenta, v, state.count, layout)
@@ -388,15 +385,6 @@ class HierarchicalLOpt(PerParameterLOpt):
         if acc is not None:
             return u, HierarchicalControlState(*new, **trusted, log_step_acc=acc)
         return u, HierarchicalTrustState(*new, **trusted)
-
-    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array) -> jax.Array:
-        """``clip(a + K tanh((δ + κ cos)/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
-        k, s = self.max_step_change, self.max_log_step
-        if self.hypergradient_gain > 0:
-            increment_raw = increment_raw + self.hypergradient_gain * cos
-        step = k * jnp.tanh(increment_raw / k)
-        step = jnp.where(jnp.isfinite(step), step, 0.0)
-        return jnp.clip(acc + step, -s, s).astype(acc.dtype)
 
     def with_step_controller(self, theta: Theta) -> tuple[HierarchicalLOpt, Theta]:
         """This optimizer with ``step_controller=True`` and ``theta`` grown to match (zero ``inc_w``,

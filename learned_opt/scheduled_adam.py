@@ -80,15 +80,17 @@ from learned_opt.feature_math import (
     DEFAULT_TIMESCALES,
     NUM_TRUST_FEATURES,
     LossStats,
+    accumulate_log_step,
     init_loss_stats,
     loss_features,
     next_count,
     num_time_features,
+    tensor_cosine,
     time_features,
     trust_ratio_features,
     update_loss_stats,
 )
-from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean, segment_sum
+from learned_opt.flat_layout import FlatLayout, segment_broadcast, segment_mean
 from learned_opt.networks import DEFAULT_ROW_CHUNK, mlp_apply, mlp_init
 from learned_opt.per_param import PerParameterLOpt, StepInputs
 from learned_opt.validation import (
@@ -177,8 +179,7 @@ def _tensor_statistics(state: AnyState, g: jax.Array, p: jax.Array,
         return _sqrt(segment_mean(jnp.square(x), layout))
 
     snr = rms(adam.m_hat) / (_sqrt(segment_mean(adam.v_hat, layout)) + 1e-30)
-    dot = segment_sum(g * state.m, layout)
-    cos = dot / jnp.sqrt(segment_sum(jnp.square(g), layout) * segment_sum(jnp.square(state.m), layout) + 1e-30)
+    cos = tensor_cosine(g, state.m, layout)
     sizes = jnp.asarray([math.log10(max(s, 1)) / 6.0 for s in layout.sizes], layout.dtype)
     return jnp.stack([0.25 * jnp.log10(rms(p) + 1e-12), jnp.clip(snr, 0.0, 1.0), cos, sizes], axis=1)
 
@@ -199,6 +200,18 @@ def _row_features(d: jax.Array, m_hat: jax.Array, q: jax.Array, g: jax.Array, p:
                   inv: jax.Array) -> jax.Array:
     """Correction-network rows ``[d, m̂/sqrt(v̂), q/sqrt(v̂), g/sqrt(v̂), w]`` (``inv = 1/(sqrt(v̂)+eps)``)."""
     return jnp.stack([d, m_hat * inv, q * inv, g * inv, p], axis=1)
+
+
+def _with_zero_context_rows(theta: Theta, at: int, n: int) -> dict:
+    """``theta`` with ``n`` zero input rows inserted at context column ``at`` of the first layer of
+    both networks (the correction network's rows start after its row features)."""
+    grown = dict(theta)
+    for name, offset in (("t_w0", 0), ("r_w0", NUM_ROW_FEATURES)):
+        if name in theta:
+            w = jnp.asarray(theta[name])
+            zeros = jnp.zeros((n, w.shape[1]), w.dtype)
+            grown[name] = jnp.concatenate([w[:offset + at], zeros, w[offset + at:]], axis=0)
+    return grown
 
 
 def _sub_theta(theta: Theta, prefix: str) -> dict:
@@ -375,13 +388,9 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
 
     def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array) -> jax.Array:
-        """``clip(a + K tanh((δ + κ cos)/K), -S, S)``; a non-finite increment leaves ``a`` unchanged."""
-        k, s = self.max_step_change, self.max_log_step
-        if self.hypergradient_gain > 0:
-            increment_raw = increment_raw + self.hypergradient_gain * cos
-        step = k * jnp.tanh(increment_raw / k)
-        step = jnp.where(jnp.isfinite(step), step, 0.0)
-        return jnp.clip(acc + step, -s, s).astype(acc.dtype)
+        """:func:`learned_opt.feature_math.accumulate_log_step` with this optimizer's ``K``, ``S``, ``κ``."""
+        return accumulate_log_step(acc, increment_raw, cos, self.max_step_change, self.max_log_step,
+                                   self.hypergradient_gain)
 
     def with_trust_features(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
         """This optimizer with ``trust_features=True`` and ``theta`` grown to match: zero input
@@ -393,13 +402,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
             raise ValueError("trust_features is already on")
         self.check_theta(theta)
         at = num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
-        grown = dict(theta)
-        for name, offset in (("t_w0", 0), ("r_w0", NUM_ROW_FEATURES)):
-            if name in theta:
-                w = jnp.asarray(theta[name])
-                zeros = jnp.zeros((NUM_TRUST_FEATURES, w.shape[1]), w.dtype)
-                grown[name] = jnp.concatenate([w[:offset + at], zeros, w[offset + at:]], axis=0)
-        return dataclasses.replace(self, trust_features=True), grown
+        return dataclasses.replace(self, trust_features=True), _with_zero_context_rows(theta, at, NUM_TRUST_FEATURES)
 
     def with_step_controller(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
         """This optimizer with ``step_controller=True`` and ``theta`` grown to match: a zero input
@@ -435,13 +438,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         self.check_theta(theta)
         at = num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
         at += NUM_TRUST_FEATURES if self.trust_features else 0
-        grown = dict(theta)
-        for name, offset in (("t_w0", 0), ("r_w0", NUM_ROW_FEATURES)):
-            if name in theta:
-                w = jnp.asarray(theta[name])
-                zeros = jnp.zeros((NUM_SHAPE_FEATURES, w.shape[1]), w.dtype)
-                grown[name] = jnp.concatenate([w[:offset + at], zeros, w[offset + at:]], axis=0)
-        return dataclasses.replace(self, shape_features=True), grown
+        return dataclasses.replace(self, shape_features=True), _with_zero_context_rows(theta, at, NUM_SHAPE_FEATURES)
 
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:
         """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection). With the
