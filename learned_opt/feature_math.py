@@ -213,12 +213,16 @@ def tensor_cosine(a: Array, b: Array, layout: FlatLayout) -> Array:
 
 
 def accumulate_log_step(acc: Array, increment_raw: Array, cos: Array, max_step_change: float,
-                        max_log_step: float, gain: float) -> Array:
-    """The step controller's accumulator update ``clip(a + K tanh((δ + κ cos)/K), -S, S)`` with
-    ``K = max_step_change``, ``S = max_log_step``, ``κ = gain`` (the nominal increment is skipped
-    for ``κ = 0``); a non-finite increment leaves ``a`` unchanged."""
+                        max_log_step: float, gain: float, trust_average: Array | None = None) -> Array:
+    """The step controller's accumulator update ``clip(a + K tanh((δ + κ n)/K), -S, S)`` with
+    ``K = max_step_change``, ``S = max_log_step``, ``κ = gain`` and the nominal signal
+    ``n = cos`` or, given the trust-ratio average ``ρ̄`` (``trust_average``), ``n = min(cos, ρ̄)``:
+    grow the step only while the gradient keeps its direction *and* the loss falls as predicted
+    (``ρ̄ ≈ 0`` on a plateau holds it, ``ρ̄ < 0`` shrinks it). The nominal increment is skipped
+    for ``κ = 0``; a non-finite increment leaves ``a`` unchanged."""
     if gain > 0:
-        increment_raw = increment_raw + gain * cos
+        signal = cos if trust_average is None else jnp.minimum(cos, trust_average)
+        increment_raw = increment_raw + gain * signal
     step = max_step_change * jnp.tanh(increment_raw / max_step_change)
     step = jnp.where(jnp.isfinite(step), step, 0.0)
     return jnp.clip(acc + step, -max_log_step, max_log_step).astype(acc.dtype)

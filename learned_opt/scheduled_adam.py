@@ -50,7 +50,10 @@ so that at the initial θ the controller already adapts each tensor's step size,
 delta-bar-delta rule (Jacobs 1988) or a hypergradient in log space (Baydin et al. 2018): a
 gradient that keeps agreeing with the momentum (``cos > 0``, the steps undershoot) grows the
 step, one that reverses it (``cos < 0``, the steps overshoot) shrinks it; pure gradient noise
-(``E cos = 0``) leaves it alone. A memoryless ``s_j``
+(``E cos = 0``) leaves it alone. With ``nominal_increment="cosine_trust"`` the signal is
+``min(cos, ρ̄)``, ``ρ̄`` the trust-ratio average: the step grows only while the loss also falls
+as the previous updates predicted, holds on a plateau (``ρ̄ ≈ 0``) and shrinks while the loss
+rises (``ρ̄ < 0``), which the cosine alone cannot see. A memoryless ``s_j``
 can only map the current signals to a step size; the accumulator lets the optimizer *search* for
 a task's step size over the run (grow it while the trust ratio says the steps are in the linear
 regime, shrink it when they overshoot) and keep what it found, like a learned hypergradient or
@@ -104,6 +107,8 @@ from learned_opt.validation import (
 LOSS_DECAYS = (0.9, 0.99)
 NUM_TENSOR_STATS = 4
 _COS_COLUMN = 2  # cos(g, m_{t-1}) in the tensor statistics
+#: signals of the step controller's nominal increment (``ScheduledAdamLOpt.nominal_increment``)
+NOMINAL_INCREMENTS = ("cosine", "cosine_trust")
 NUM_ROW_FEATURES = 5
 NUM_SHAPE_FEATURES = 3
 
@@ -239,6 +244,9 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       hypergradient_gain: ``κ``, gain of the accumulator's nominal increment ``κ · cos(g, m_{t-1})``
         (0: the increment is learned only; > 0 needs ``step_controller``).
       shape_features: add the tensor's fan-in, fan-out and a matrix flag to the context.
+      nominal_increment: the nominal increment's signal: ``"cosine"`` (``κ cos(g, m_{t-1})``) or
+        ``"cosine_trust"`` (``κ min(cos, ρ̄)``, ``ρ̄`` the trust-ratio average: no growth on a
+        plateau, shrink while the loss rises; see :func:`learned_opt.feature_math.accumulate_log_step`).
     """
 
     name = "scheduled_adam"
@@ -262,6 +270,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     max_step_change: float = 0.25
     hypergradient_gain: float = 0.0
     shape_features: bool = False
+    nominal_increment: str = "cosine"
 
     def __post_init__(self) -> None:
         b1, b2, b3 = check_floats_in("b1, b2, b3", [self.b1, self.b2, self.b3], 0.0, 1.0)
@@ -286,6 +295,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         if self.hypergradient_gain > 0 and not self.step_controller:
             raise ValueError(f"hypergradient_gain={self.hypergradient_gain!r} needs step_controller=True "
                              "(the nominal increment drives the controller's accumulator)")
+        if self.nominal_increment not in NOMINAL_INCREMENTS:
+            raise ValueError(f"nominal_increment must be one of {NOMINAL_INCREMENTS}, got {self.nominal_increment!r}")
 
     @property
     def num_context(self) -> int:
@@ -293,6 +304,11 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         control = 1 if self.step_controller else 0
         shape = NUM_SHAPE_FEATURES if self.shape_features else 0
         return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1 + NUM_TENSOR_STATS + trust + control + shape
+
+    @property
+    def _trust_column(self) -> int:
+        """Context column of ``tanh ρ`` (``ρ̄`` follows it); meaningful with ``trust_features``."""
+        return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
 
     @property
     def num_tensor_outputs(self) -> int:
@@ -371,7 +387,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         out = mlp_apply(_sub_theta(theta, "t_"), ctx, len(self.tensor_hidden) + 1)
         raw, acc = out[:, 0], None
         if self.step_controller:
-            acc = self._accumulate(state.log_step_acc, out[:, 1], stats[:, _COS_COLUMN])  # type: ignore[union-attr]
+            acc = self._accumulate(state.log_step_acc, out[:, 1], stats[:, _COS_COLUMN],  # type: ignore[union-attr]
+                                   trust[0][1])  # type: ignore[index]
             raw = raw + acc
         log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
         direction = adam.direction + self._correction(theta, inputs, adam, ctx) if self.row_hidden else adam.direction
@@ -387,10 +404,13 @@ class ScheduledAdamLOpt(PerParameterLOpt):
             return u, ScheduledAdamTrustState(*trust_state)
         return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
 
-    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array) -> jax.Array:
-        """:func:`learned_opt.feature_math.accumulate_log_step` with this optimizer's ``K``, ``S``, ``κ``."""
+    def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array,
+                    trust_average: jax.Array) -> jax.Array:
+        """:func:`learned_opt.feature_math.accumulate_log_step` with this optimizer's ``K``, ``S``, ``κ``
+        and nominal signal (``trust_average`` ``ρ̄`` is used by ``"cosine_trust"`` only)."""
         return accumulate_log_step(acc, increment_raw, cos, self.max_step_change, self.max_log_step,
-                                   self.hypergradient_gain)
+                                   self.hypergradient_gain,
+                                   trust_average if self.nominal_increment == "cosine_trust" else None)
 
     def with_trust_features(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
         """This optimizer with ``trust_features=True`` and ``theta`` grown to match: zero input
@@ -449,5 +469,6 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         raw = out[..., 0]
         if self.step_controller:
             cos = context[..., self.num_context - 1 - NUM_TENSOR_STATS + _COS_COLUMN]
-            raw = raw + self._accumulate(self.max_log_step * context[..., -1], out[..., 1], cos)
+            trust_average = context[..., self._trust_column + 1]
+            raw = raw + self._accumulate(self.max_log_step * context[..., -1], out[..., 1], cos, trust_average)
         return self.learning_rate * jnp.exp(self.max_log_step * jnp.tanh(raw / self.max_log_step))

@@ -119,8 +119,10 @@ def test_modes_agree_float32(name):
 
 
 @pytest.mark.parametrize("name,kwargs", [("scheduled_adam", {"trust_features": True}),
+                                         # the trust-gated nominal increment reads the trust path too
                                          ("scheduled_adam", {"trust_features": True, "step_controller": True,
-                                                             "hypergradient_gain": 0.1}),
+                                                             "hypergradient_gain": 0.1,
+                                                             "nominal_increment": "cosine_trust"}),
                                          ("hierarchical", {"output": "nominal_adam"}),
                                          # the controller's path includes the trust features' path
                                          ("hierarchical", {"output": "nominal_adam", "trust_features": True,

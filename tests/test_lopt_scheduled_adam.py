@@ -167,35 +167,46 @@ def test_step_controller_accumulates_bounded_increments(increment, max_step_chan
         np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(r["w"]), rtol=1e-4, atol=1e-9, err_msg=f"step {t}")
 
 
-def _adam_with_nominal_controller(params, curvature, centre, lr0, gain, K, S, steps, b1=0.9, b2=0.999, eps=1e-8):
+def _adam_with_nominal_controller(params, curvature, centre, lr0, gain, K, S, steps, b1=0.9, b2=0.999, eps=1e-8,
+                                  trust=False):
     """Unvectorized float64 reference of the nominal controller on ``Σ_k ½ h_k (w_k - c_k)²``: per
-    tensor ``a <- clip(a + K tanh(κ cos(g_t, m_{t-1}) / K), -S, S)``, then Adam at ``lr0 exp(S tanh(a/S))``."""
+    tensor ``a <- clip(a + K tanh(κ n / K), -S, S)``, then Adam at ``lr0 exp(S tanh(a/S))``, with
+    ``n = cos(g_t, m_{t-1})`` or (``trust``) ``n = min(cos, ρ̄)``: ``ρ̄ <- 0.9 ρ̄ + 0.1 tanh ρ`` from
+    the second step, ``ρ = (L_t - L_{t-1}) / min(Σ g_{t-1} u_{t-1}, -1e-30)``."""
     w = {k: np.asarray(v, np.float64) for k, v in params.items()}
     m = {k: np.zeros_like(v) for k, v in w.items()}
     v2 = {k: np.zeros_like(v) for k, v in w.items()}
     acc = {k: 0.0 for k in w}
+    rho_avg, prev_loss, predicted = 0.0, 0.0, 0.0
     updates = []
     for t in range(1, steps + 1):
+        grads = {k: curvature[k] * (w[k] - centre[k]) for k in w}
+        loss = sum(0.5 * curvature[k] * np.sum((w[k] - centre[k]) ** 2) for k in w)
+        if t > 1:
+            rho_avg = 0.9 * rho_avg + 0.1 * np.tanh((loss - prev_loss) / min(predicted, -1e-30))
         step = {}
-        for k in w:
-            g = curvature[k] * (w[k] - centre[k])
+        for k, g in grads.items():
             cos = float(np.sum(g * m[k]) / np.sqrt(np.sum(g * g) * np.sum(m[k] * m[k]) + 1e-30))
-            acc[k] = float(np.clip(acc[k] + K * np.tanh(gain * cos / K), -S, S))
+            signal = min(cos, rho_avg) if trust else cos
+            acc[k] = float(np.clip(acc[k] + K * np.tanh(gain * signal / K), -S, S))
             m[k] = b1 * m[k] + (1 - b1) * g
             v2[k] = b2 * v2[k] + (1 - b2) * g * g
             d = (m[k] / (1 - b1 ** t)) / (np.sqrt(v2[k] / (1 - b2 ** t)) + eps)
             step[k] = -lr0 * np.exp(S * np.tanh(acc[k] / S)) * d
+        prev_loss, predicted = loss, sum(float(np.sum(grads[k] * step[k])) for k in w)
         for k in w:
             w[k] = w[k] + step[k]
         updates.append(step)
     return updates, acc
 
 
+@pytest.mark.parametrize("nominal", ["cosine", "cosine_trust"])
 @pytest.mark.parametrize("gain", [0.05, 0.2])
-def test_hypergradient_gain_at_initial_theta_is_the_nominal_controller(gain):
+def test_hypergradient_gain_at_initial_theta_is_the_nominal_controller(gain, nominal):
     """At θ0 with ``κ > 0``: Adam whose per-tensor log step follows the nominal increment
-    ``κ cos(g_t, m_{t-1})`` -- against an unvectorized float64 reference on a quadratic whose
-    flat tensor undershoots (its step must grow) and whose stiff tensor overshoots (must shrink)."""
+    ``κ cos(g_t, m_{t-1})`` (or ``κ min(cos, ρ̄)``) -- against an unvectorized float64 reference on a
+    quadratic whose flat tensor undershoots (its step must grow) and whose stiff tensor overshoots
+    (must shrink)."""
     S, K, lr0, steps = 4.0, 0.25, 0.05, 40
     rng = np.random.default_rng(0)
     params = {"flat": jnp.asarray(rng.standard_normal(6), jnp.float32),
@@ -208,26 +219,39 @@ def test_hypergradient_gain_at_initial_theta_is_the_nominal_controller(gain):
         return sum(0.5 * curvature[k] * jnp.sum((p[k] - centre[k]) ** 2) for k in p)
 
     lopt = ScheduledAdamLOpt(learning_rate=lr0, row_hidden=(), max_log_step=S, trust_features=True,
-                             step_controller=True, max_step_change=K, hypergradient_gain=gain)
+                             step_controller=True, max_step_change=K, hypergradient_gain=gain,
+                             nominal_increment=nominal)
     ours = _run(lopt.opt_fn(lopt.init(jax.random.PRNGKey(1)), num_steps=steps), params, loss, steps=steps)
-    ref, acc = _adam_with_nominal_controller(params, curvature, centre, lr0, gain, K, S, steps)
+    ref, acc = _adam_with_nominal_controller(params, curvature, centre, lr0, gain, K, S, steps,
+                                             trust=nominal == "cosine_trust")
     for t, (u, r) in enumerate(zip(ours, ref)):
         for k in u:
             np.testing.assert_allclose(np.asarray(u[k]), r[k], rtol=2e-3, atol=2e-6, err_msg=f"{k}, step {t}")
-    assert acc["flat"] > 0.5 and acc["stiff"] < 0  # the controller moved both ways
+    assert acc["stiff"] < 0  # the overshooting tensor's step shrank
+    if nominal == "cosine":
+        assert acc["flat"] > 0.5  # and the undershooting one's grew
+    else:  # the stiff tensor's oscillation keeps the shared ρ̄ low: the flat tensor grows less
+        _, acc_cos = _adam_with_nominal_controller(params, curvature, centre, lr0, gain, K, S, steps)
+        assert acc["flat"] < acc_cos["flat"] - 0.2
 
 
-def test_step_sizes_reads_the_nominal_increment_from_the_context():
-    """``step_sizes`` at θ0 with ``κ``: the cos column ``c`` and the accumulator column ``a/S`` give
-    ``lr0 · exp(S tanh((a + K tanh(κ c / K)) / S))`` (closed form)."""
+@pytest.mark.parametrize("nominal", ["cosine", "cosine_trust"])
+def test_step_sizes_reads_the_nominal_increment_from_the_context(nominal):
+    """``step_sizes`` at θ0 with ``κ``: the cos column ``c``, the trust average ``ρ̄`` and the
+    accumulator column ``a/S`` give ``lr0 · exp(S tanh((a + K tanh(κ n / K)) / S))`` with ``n = c``
+    or ``min(c, ρ̄)`` (closed form)."""
     S, K, gain, lr0 = 6.0, 0.25, 0.1, 0.01
-    lopt = ScheduledAdamLOpt(learning_rate=lr0, trust_features=True, step_controller=True, hypergradient_gain=gain)
+    lopt = ScheduledAdamLOpt(learning_rate=lr0, trust_features=True, step_controller=True, hypergradient_gain=gain,
+                             nominal_increment=nominal)
     theta = lopt.init(jax.random.PRNGKey(0))
     cos_col = lopt.num_context - 1 - 4 + 2  # tensor statistics [log rms, snr, cos, log size], then a/S
+    rho_avg_col = (len(lopt.timescales) + 2) + 3 + 1  # time (τ features, 2 more), 3 loss features, [tanh ρ, ρ̄]
     ctx = np.zeros((3, lopt.num_context), np.float32)
     ctx[:, cos_col] = [1.0, -0.5, 0.0]
+    ctx[:, rho_avg_col] = [0.3, 0.9, -0.4]
     ctx[:, -1] = [0.0, 0.5, -0.2]
-    a = S * ctx[:, -1] + K * np.tanh(gain * ctx[:, cos_col] / K)
+    signal = ctx[:, cos_col] if nominal == "cosine" else np.minimum(ctx[:, cos_col], ctx[:, rho_avg_col])
+    a = S * ctx[:, -1] + K * np.tanh(gain * signal / K)
     np.testing.assert_allclose(np.asarray(lopt.step_sizes(theta, ctx)), lr0 * np.exp(S * np.tanh(a / S)), rtol=1e-5)
 
 
@@ -243,6 +267,11 @@ def test_with_step_controller_warm_start_reproduces_the_source_updates():
         grown_lopt.with_step_controller(grown)
     with pytest.raises(ValueError, match="trust_features"):
         ScheduledAdamLOpt().with_step_controller(ScheduledAdamLOpt().init(jax.random.PRNGKey(0)))
+
+
+def test_nominal_increment_rejects_unknown_names():
+    with pytest.raises(ValueError, match="nominal_increment must be one of .*'cosine_trust'.* got 'trust'"):
+        ScheduledAdamLOpt(trust_features=True, step_controller=True, hypergradient_gain=0.1, nominal_increment="trust")
 
 
 def test_step_controller_rejects_bad_config():
