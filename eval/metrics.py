@@ -103,10 +103,12 @@ class SpeedUp:
 
 
 def speedup(method_x: ArrayLike, method_losses: ArrayLike,
-            baseline_x: ArrayLike, baseline_losses: ArrayLike) -> SpeedUp:
+            baseline_x: ArrayLike, baseline_losses: ArrayLike, floor: float = -math.inf) -> SpeedUp:
     """Speed-up of a method over a baseline on their (seed-median) loss curves.
 
-    ``L* = min`` of the baseline curve; ``t_B`` and ``t_M`` the first (interpolated) cost at which
+    ``L* = max(min of the baseline curve, floor)`` (``floor``: the loss below which differences
+    are not resolved, e.g. ``L_best`` plus the tie band; without it, two runs that both converge
+    to a noise floor are ranked by float noise); ``t_B`` and ``t_M`` the first (interpolated) cost at which
     the running minimum of each curve reaches ``L*``; speed-up ``t_B / t_M``. If the method never
     reaches ``L*``: ``t_B(L_M) / x_M[-1]``, where ``L_M`` is the method's best loss and ``t_B(L_M)``
     the cost at which the baseline reached it (a value below 1). A baseline that never improves on
@@ -115,7 +117,7 @@ def speedup(method_x: ArrayLike, method_losses: ArrayLike,
     bx, bl = np.asarray(baseline_x, np.float64), np.asarray(baseline_losses, np.float64)
     mx, ml = np.asarray(method_x, np.float64), np.asarray(method_losses, np.float64)
     benv = lower_envelope(bl)
-    target = float(benv[-1])
+    target = max(float(benv[-1]), float(floor))
     if not math.isfinite(target):
         return SpeedUp(math.nan, False, target, math.nan, math.nan)
     t_b = first_passage(bx, bl, target)

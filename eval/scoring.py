@@ -150,8 +150,9 @@ def score_run(r: MethodRun, norm: dict) -> RunScore:
 
 def compare(m: RunScore, b: RunScore, norm: NormStats, protocol: Protocol) -> Comparison:
     """The verdict of ``m`` against baseline ``b`` (rules in :mod:`eval.protocol`)."""
-    sp = metrics.speedup(m.median_x, m.median_test, b.median_x, b.median_test)
     span = norm.span
+    floor = norm.best + protocol.tie_band * span if protocol.speedup_target == "band" and span > 0 else -math.inf
+    sp = metrics.speedup(m.median_x, m.median_test, b.median_x, b.median_test, floor=floor)
     diff = (m.mean("final_test") - b.mean("final_test")) / span if span > 0 else math.nan
     w, band = protocol.win_speedup, protocol.tie_band
     if m.diverged_runs or not math.isfinite(diff):

@@ -29,6 +29,8 @@ _LAZY = {
     "get_optimizer": "registry",
     "optimizer_names": "registry",
     "num_meta_params": "base",
+    # safety wrapper for any optax optimizer that gets the loss
+    "backtrack_on_spike": "backtracking",
     # checkpoints
     "save": "checkpoint",
     "load": "checkpoint",

@@ -77,7 +77,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from learned_opt.backtracking import backtrack_on_spike
 from learned_opt.base import Theta
 from learned_opt.feature_math import (
     DEFAULT_TIMESCALES,
@@ -247,6 +249,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       nominal_increment: the nominal increment's signal: ``"cosine"`` (``κ cos(g, m_{t-1})``) or
         ``"cosine_trust"`` (``κ min(cos, ρ̄)``, ``ρ̄`` the trust-ratio average: no growth on a
         plateau, shrink while the loss rises; see :func:`learned_opt.feature_math.accumulate_log_step`).
+      backtrack: wrap the optimizer in :func:`learned_opt.backtracking.backtrack_on_spike` (undo a
+        step whose loss spikes above the start, then take smaller steps); identical until a spike.
     """
 
     name = "scheduled_adam"
@@ -271,6 +275,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     hypergradient_gain: float = 0.0
     shape_features: bool = False
     nominal_increment: str = "cosine"
+    backtrack: bool = False
 
     def __post_init__(self) -> None:
         b1, b2, b3 = check_floats_in("b1, b2, b3", [self.b1, self.b2, self.b3], 0.0, 1.0)
@@ -289,7 +294,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                   step_controller=check_bool("step_controller", self.step_controller),
                   max_step_change=check_positive("max_step_change", self.max_step_change),
                   hypergradient_gain=check_nonnegative("hypergradient_gain", self.hypergradient_gain),
-                  shape_features=check_bool("shape_features", self.shape_features))
+                  shape_features=check_bool("shape_features", self.shape_features),
+                  backtrack=check_bool("backtrack", self.backtrack))
         if self.step_controller and not self.trust_features:
             raise ValueError("step_controller=True needs trust_features=True (the controller reads the trust ratio)")
         if self.hypergradient_gain > 0 and not self.step_controller:
@@ -314,6 +320,12 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     def num_tensor_outputs(self) -> int:
         """Outputs of the per-tensor network: the log step (and the accumulator's increment)."""
         return 2 if self.step_controller else 1
+
+    def opt_fn(self, theta: Theta, num_steps: int | jax.Array | None = None) -> optax.GradientTransformationExtraArgs:
+        """The optax optimizer with meta-parameters ``theta`` (wrapped in
+        :func:`~learned_opt.backtracking.backtrack_on_spike` with ``backtrack=True``)."""
+        opt = super().opt_fn(theta, num_steps)
+        return backtrack_on_spike(opt) if self.backtrack else opt
 
     def init(self, key: jax.Array) -> Theta:
         k_t, k_r = jax.random.split(key)

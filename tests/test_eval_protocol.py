@@ -120,6 +120,27 @@ def test_verdict_thresholds_change_counts_as_documented():
     assert scoring.compare(worse_final, base, norm, p).outcome == "tie"
 
 
+def test_speedup_target_is_floored_at_the_band_so_float_noise_cannot_decide():
+    """Two runs of the same convergent curve that differ only below the band (1e-7 of the range,
+    after both have converged): with the band floor the speed-up is exactly 1 (a tie); B's best
+    alone as the target turns the last bits into a win or a loss."""
+    x = np.arange(101.0)
+    curve = np.exp(-x / 5.0)  # within 1% of the range (0.01) from x = 23
+    noise = 1e-7 * np.random.default_rng(0).standard_normal(101) * (x > 40)
+    norm = scoring.NormStats(init=1.0, best=0.0, best_method="b", degenerate=False)
+    base, twin = _run(x, curve), _run(x, curve + noise)
+    band = scoring.compare(twin, base, norm, Protocol())
+    assert band.speedup == pytest.approx(1.0, abs=1e-6) and band.outcome == "tie"
+    old = scoring.compare(twin, base, norm, Protocol(speedup_target="baseline_best"))
+    assert old.speedup > 1.1 or old.speedup < 1 / 1.1  # decided by the 1e-7 noise
+    # a real speed difference in reaching the band is still a win: twice as fast to 1%
+    fast = _run(x, np.exp(-x / 2.5))
+    c = scoring.compare(fast, base, norm, Protocol())
+    assert c.speedup == pytest.approx(2.0, rel=1e-2) and c.outcome == "win"  # up to linear interpolation
+    with pytest.raises(ValueError, match="speedup_target"):
+        Protocol(speedup_target="best")
+
+
 def test_wilson_interval_textbook_and_scipy():
     lo, hi = metrics.wilson_interval(8, 10)
     assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)  # the textbook example: 8 of 10
