@@ -159,8 +159,8 @@ RULES = ("Protocol: baselines' learning rates are selected on the `inner_valid` 
          "on separate seeds) from one grid; every number is reported on the `test` split (data-free "
          "tasks: the exact expected loss) with train-time noise off. Normalized loss "
          "`(L − L_best)/(L_init − L_best)` clipped to [−2, 2], NaN/inf → 2 (counted as diverged). "
-         "Speed-up: steps the tuned baseline needs to reach its best test loss ÷ steps the method needs "
-         "to reach it (running minimum of seed-median curves; below 1 when the method never gets there). "
+         "Speed-up: steps the tuned baseline needs to reach its best test loss{floor} ÷ steps the method "
+         "needs to reach it (running minimum of seed-median curves; below 1 when the method never gets there). "
          "Win: speed-up ≥ {w} and final test loss not worse than the baseline's by more than {band:.0%} "
          "of `L_init − L_best`; tie: speed-up within (1/{w}, {w}) or final losses within that band; "
          "loss: otherwise, or any divergence. Saturated: every method within the band of `L_best` by "
@@ -168,8 +168,10 @@ RULES = ("Protocol: baselines' learning rates are selected on the `inner_valid` 
 
 
 def rules_text(protocol: dict) -> str:
+    band_floor = protocol.get("speedup_target", "baseline_best") == "band"
     return RULES.format(w=protocol["win_speedup"], band=protocol["tie_band"],
-                        sat=protocol["saturation_fraction"])
+                        sat=protocol["saturation_fraction"],
+                        floor=" (or the band around `L_best`, whichever is higher)" if band_floor else "")
 
 
 def suite_markdown(results: dict, figures: dict, rel: str = "") -> list[str]:

@@ -8,7 +8,10 @@ current parameters). A step is a *spike* when the loss or any gradient is non-fi
 with ``L_0`` the first loss, ``μ_t`` an exponential moving average of the accepted losses
 (decay ``β``) and ``σ_t²`` the matching moving variance: the loss has risen above where the run
 started by more than the progress made so far, plus ``k`` standard deviations of its recent
-noise. Minibatch noise and ordinary non-monotone progress stay below that bound; a blow-up
+noise, tested from the ``warmup``-th accepted loss on (before it, ``σ`` is not yet an estimate
+of the noise: with ``σ = 0`` at the second step, minibatch noise alone crossed the bound on a
+classifier and the shrunk steps froze the run). Minibatch noise and ordinary non-monotone
+progress stay below that bound; a blow-up
 (a learned step-size controller running away on a plateau, an overshooting Adam step) does not.
 
 On a spike the wrapper undoes the previous update (returns ``−u_{t−1}``, so the parameters go
@@ -52,18 +55,19 @@ def _tree_all_finite(tree: Any) -> Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.asarray(True)
 
 
-def is_spike(state: BacktrackState, loss: Array, grads_finite: Array, num_sigmas: float) -> Array:
+def is_spike(state: BacktrackState, loss: Array, grads_finite: Array, num_sigmas: float, warmup: int) -> Array:
     """Whether ``loss`` (with the gradients' finiteness) is a spike given ``state`` (see the
-    module docstring); never before the first loss has been accepted."""
+    module docstring): never before the first loss has been accepted; non-finite values from then
+    on; a loss above the bound once ``warmup`` losses have been accepted."""
     loss = jnp.asarray(loss, state.mean.dtype)
     bound = (state.first_loss + jnp.abs(state.first_loss - state.mean)
              + num_sigmas * jnp.sqrt(jnp.maximum(state.var, 0.0)))
-    bad = ~jnp.isfinite(loss) | ~grads_finite | (loss > bound)
-    return (state.count > 0) & bad
+    non_finite = ~jnp.isfinite(loss) | ~grads_finite
+    return (state.count > 0) & (non_finite | ((state.count >= warmup) & (loss > bound)))
 
 
 def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float = 4.0, shrink: float = 1.0,
-                       decay: float = 0.9) -> optax.GradientTransformationExtraArgs:
+                       decay: float = 0.9, warmup: int = 20) -> optax.GradientTransformationExtraArgs:
     """``opt`` with backtracking on loss spikes (see the module docstring).
 
     Args:
@@ -71,11 +75,14 @@ def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float =
       num_sigmas: ``k``, the noise allowance in moving standard deviations of the loss.
       shrink: every spike multiplies the later updates by ``exp(−shrink)``.
       decay: ``β`` of the moving mean and variance of the accepted losses.
+      warmup: accepted losses before the bound is tested (non-finite values are spikes throughout).
 
     ``update`` needs ``loss=`` (the loss at the current parameters, the one the gradients are of).
     """
     num_sigmas = check_nonnegative("num_sigmas", num_sigmas)
     shrink = check_positive("shrink", shrink)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup must be an int >= 1, got {warmup!r}")
     decay = float(decay)
     if not 0.0 < decay < 1.0:
         raise ValueError(f"decay must be in (0, 1), got {decay}")
@@ -90,7 +97,7 @@ def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float =
         if "loss" not in extra or extra["loss"] is None:
             raise ValueError("backtrack_on_spike: update needs loss= (the loss at the current parameters)")
         loss = jnp.asarray(extra["loss"], jnp.float32)
-        spike = is_spike(state, loss, _tree_all_finite(grads), num_sigmas)
+        spike = is_spike(state, loss, _tree_all_finite(grads), num_sigmas, warmup)
         safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
         u, inner = opt.update(safe_grads, state.inner, params, **extra)
         scale = jnp.exp(state.log_scale)
