@@ -211,6 +211,8 @@ def summary_vs(tasks: Sequence[TaskScore], method: str, vs: str, protocol: Proto
     return {
         "vs": vs, "num_tasks": n, "wins": wins, "ties": ties, "losses": losses,
         "saturated": int(sum(t.saturated for t in rows)),
+        # wins on saturated tasks are speed-ups in reaching the band of a task every method solves
+        "wins_saturated": int(sum(t.saturated and t.comparisons[method][vs].outcome == "win" for t in rows)),
         "win_rate": wins / n if n else math.nan, "win_rate_ci95": [lo, hi],
         "win_or_tie_rate": (wins + ties) / n if n else math.nan,
         "median_speedup": float(np.median(speeds)) if speeds else math.nan,
