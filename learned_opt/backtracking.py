@@ -93,7 +93,8 @@ def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float =
         return BacktrackState(opt.init(params), jax.tree_util.tree_map(jnp.zeros_like, params),
                               jnp.zeros([], jnp.int32), zero, zero, zero, zero, jnp.zeros([], jnp.int32))
 
-    def update_fn(grads: Any, state: BacktrackState, params: Any = None, **extra: Any) -> tuple[Any, BacktrackState]:
+    def update_fn(updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, BacktrackState]:
+        grads = updates  # the incoming updates are the gradients
         if "loss" not in extra or extra["loss"] is None:
             raise ValueError("backtrack_on_spike: update needs loss= (the loss at the current parameters)")
         loss = jnp.asarray(extra["loss"], jnp.float32)
