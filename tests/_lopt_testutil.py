@@ -23,17 +23,23 @@ def toy_problem(seed=0):
     return params, loss
 
 
-def run_updates(opt, params, loss, steps=15, jit=True):
-    """``steps`` updates of ``opt`` on ``loss`` from ``params`` (loss passed as extra arg); the updates."""
+def run_trace(opt, params, loss, steps=15, jit=True):
+    """``steps`` updates of ``opt`` on ``loss`` from ``params`` (loss passed as extra arg); per step
+    ``(loss, update, params after it, state after it)``."""
     state = opt.init(params)
     upd = jax.jit(opt.update) if jit else opt.update
     out = []
     for _ in range(steps):
         l, g = jax.value_and_grad(loss)(params)
         u, state = upd(g, state, params, loss=l)
-        out.append(u)
         params = optax.apply_updates(params, u)
+        out.append((float(l), u, params, state))
     return out
+
+
+def run_updates(opt, params, loss, steps=15, jit=True):
+    """``steps`` updates of ``opt`` on ``loss`` from ``params`` (loss passed as extra arg); the updates."""
+    return [u for _, u, _, _ in run_trace(opt, params, loss, steps, jit)]
 
 
 def random_theta(lopt, seed, scale=0.3):

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from _lopt_testutil import run_trace
 from learned_opt.backtracking import backtrack_on_spike
 from learned_opt.scheduled_adam import ScheduledAdamLOpt
 
@@ -18,15 +19,8 @@ PARAMS = {"w": jnp.asarray([0.5, -1.0, 2.0]), "b": jnp.asarray([[0.3, -0.2]])}
 
 
 def _run(opt, steps, loss_fn=_loss, params=PARAMS, jit=True):
-    state = opt.init(params)
-    upd = jax.jit(opt.update) if jit else opt.update
-    trace = []
-    for _ in range(steps):
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        u, state = upd(grads, state, params, loss=loss)
-        params = optax.apply_updates(params, u)
-        trace.append((float(loss), params, state))
-    return trace
+    """Per step ``(loss, params after the update, state after it)``."""
+    return [(l, p, s) for l, _, p, s in run_trace(opt, params, loss_fn, steps, jit)]
 
 
 def test_without_spikes_it_is_the_wrapped_optimizer():
