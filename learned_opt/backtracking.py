@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from learned_opt.feature_math import LossStats, init_loss_stats, update_loss_stats
 from learned_opt.validation import check_nonnegative, check_positive
 
 Array = jax.Array
@@ -42,10 +43,7 @@ class BacktrackState(NamedTuple):
 
     inner: Any  # the wrapped optimizer's state
     prev_update: Any  # the update returned last (zeros after a backtrack and at the start)
-    count: Array  # int32 accepted losses seen
-    first_loss: Array  # L_0
-    mean: Array  # μ, EMA of the accepted losses
-    var: Array  # σ², EMA of their squared deviation from μ
+    loss_stats: LossStats  # of the accepted losses: count, L_0 (first), μ (mean[0]), σ² (var[0])
     log_scale: Array  # −shrink · (number of spikes)
     num_spikes: Array  # int32
 
@@ -59,11 +57,11 @@ def is_spike(state: BacktrackState, loss: Array, grads_finite: Array, num_sigmas
     """Whether ``loss`` (with the gradients' finiteness) is a spike given ``state`` (see the
     module docstring): never before the first loss has been accepted; non-finite values from then
     on; a loss above the bound once ``warmup`` losses have been accepted."""
-    loss = jnp.asarray(loss, state.mean.dtype)
-    bound = (state.first_loss + jnp.abs(state.first_loss - state.mean)
-             + num_sigmas * jnp.sqrt(jnp.maximum(state.var, 0.0)))
+    stats = state.loss_stats
+    loss = jnp.asarray(loss, stats.mean.dtype)
+    bound = stats.first + jnp.abs(stats.first - stats.mean[0]) + num_sigmas * jnp.sqrt(jnp.maximum(stats.var[0], 0.0))
     non_finite = ~jnp.isfinite(loss) | ~grads_finite
-    return (state.count > 0) & (non_finite | ((state.count >= warmup) & (loss > bound)))
+    return (stats.count > 0) & (non_finite | ((stats.count >= warmup) & (loss > bound)))
 
 
 def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float = 4.0, shrink: float = 1.0,
@@ -89,9 +87,8 @@ def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float =
     opt = optax.with_extra_args_support(opt)
 
     def init_fn(params: Any) -> BacktrackState:
-        zero = jnp.zeros([], jnp.float32)
         return BacktrackState(opt.init(params), jax.tree_util.tree_map(jnp.zeros_like, params),
-                              jnp.zeros([], jnp.int32), zero, zero, zero, zero, jnp.zeros([], jnp.int32))
+                              init_loss_stats(1), jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, BacktrackState]:
         grads = updates  # the incoming updates are the gradients
@@ -107,17 +104,11 @@ def backtrack_on_spike(opt: optax.GradientTransformation, *, num_sigmas: float =
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(spike, a, b), undo, u)
         inner = jax.tree_util.tree_map(lambda a, b: jnp.where(spike, a, b), state.inner, inner)
         prev = jax.tree_util.tree_map(lambda x: jnp.where(spike, jnp.zeros_like(x), x), out)
-        started = state.count > 0
-        mean = jnp.where(started, decay * state.mean + (1 - decay) * loss, loss)
-        var = jnp.where(started, decay * state.var + (1 - decay) * decay * jnp.square(loss - state.mean), 0.0)
-        accept = ~spike & jnp.isfinite(loss)
-        new = BacktrackState(
-            inner, prev,
-            jnp.where(accept, state.count + 1, state.count),
-            jnp.where(accept & ~started, loss, state.first_loss),
-            jnp.where(accept, mean, state.mean), jnp.where(accept, var, state.var),
-            jnp.where(spike, state.log_scale - shrink, state.log_scale),
-            state.num_spikes + spike.astype(jnp.int32))
+        # a spike's loss never enters the statistics (update_loss_stats skips non-finite ones itself)
+        folded = update_loss_stats(state.loss_stats, loss, jnp.asarray([decay]))
+        stats = jax.tree_util.tree_map(lambda a, b: jnp.where(spike, a, b), state.loss_stats, folded)
+        new = BacktrackState(inner, prev, stats, jnp.where(spike, state.log_scale - shrink, state.log_scale),
+                             state.num_spikes + spike.astype(jnp.int32))
         return out, new
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

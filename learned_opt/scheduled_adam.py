@@ -248,7 +248,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       shape_features: add the tensor's fan-in, fan-out and a matrix flag to the context.
       nominal_increment: the nominal increment's signal: ``"cosine"`` (``κ cos(g, m_{t-1})``) or
         ``"cosine_trust"`` (``κ min(cos, ρ̄)``, ``ρ̄`` the trust-ratio average: no growth on a
-        plateau, shrink while the loss rises; see :func:`learned_opt.feature_math.accumulate_log_step`).
+        plateau, shrink while the loss rises; see :func:`learned_opt.feature_math.accumulate_log_step`);
+        it has an effect only with ``hypergradient_gain > 0``.
       backtrack: wrap the optimizer in :func:`learned_opt.backtracking.backtrack_on_spike` (undo a
         step whose loss spikes above the start, then take smaller steps); identical until a spike.
     """
@@ -313,7 +314,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
 
     @property
     def _trust_column(self) -> int:
-        """Context column of ``tanh ρ`` (``ρ̄`` follows it); meaningful with ``trust_features``."""
+        """Context column after the time and loss features: that of ``tanh ρ`` (``ρ̄`` follows it)
+        with ``trust_features``, where the trust (or else the shape) features are inserted."""
         return num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
 
     @property
@@ -433,8 +435,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         if self.trust_features:
             raise ValueError("trust_features is already on")
         self.check_theta(theta)
-        at = num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
-        return dataclasses.replace(self, trust_features=True), _with_zero_context_rows(theta, at, NUM_TRUST_FEATURES)
+        return (dataclasses.replace(self, trust_features=True),
+                _with_zero_context_rows(theta, self._trust_column, NUM_TRUST_FEATURES))
 
     def with_step_controller(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
         """This optimizer with ``step_controller=True`` and ``theta`` grown to match: a zero input
@@ -468,8 +470,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         if self.shape_features:
             raise ValueError("shape_features is already on")
         self.check_theta(theta)
-        at = num_time_features(self.timescales) + len(LOSS_DECAYS) + 1
-        at += NUM_TRUST_FEATURES if self.trust_features else 0
+        at = self._trust_column + (NUM_TRUST_FEATURES if self.trust_features else 0)
         return dataclasses.replace(self, shape_features=True), _with_zero_context_rows(theta, at, NUM_SHAPE_FEATURES)
 
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:

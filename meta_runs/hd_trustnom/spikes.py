@@ -25,7 +25,8 @@ for seed in (0, 1, 2):
         u, state = upd(g, state, p, loss=l)
         if int(state.num_spikes) > n:
             n = int(state.num_spikes)
-            print(f"seed {seed} step {t}: loss {float(l):.4g} first {float(state.first_loss):.4g} "
-                  f"mean {float(state.mean):.4g} sd {float(np.sqrt(state.var)):.3g}")
+            st = state.loss_stats
+            print(f"seed {seed} step {t}: loss {float(l):.4g} first {float(st.first):.4g} "
+                  f"mean {float(st.mean[0]):.4g} sd {float(np.sqrt(st.var[0])):.3g}")
         p = optax.apply_updates(p, u)
     print(f"seed {seed}: {n} spikes, final train loss {float(l):.4g}")
