@@ -250,6 +250,9 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         ``"cosine_trust"`` (``κ min(cos, ρ̄)``, ``ρ̄`` the trust-ratio average: no growth on a
         plateau, shrink while the loss rises; see :func:`learned_opt.feature_math.accumulate_log_step`);
         it has an effect only with ``hypergradient_gain > 0``.
+      max_accumulator: upper bound of the accumulator ``a_j`` (``None``: ``S``; the lower bound stays
+        ``-S``): caps how far the controller can grow a step above the memoryless schedule,
+        ``exp(max_accumulator)``, without changing anything below the cap.
       backtrack: wrap the optimizer in :func:`learned_opt.backtracking.backtrack_on_spike` (undo a
         step whose loss spikes above the start, then take smaller steps); identical until a spike.
     """
@@ -276,6 +279,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     hypergradient_gain: float = 0.0
     shape_features: bool = False
     nominal_increment: str = "cosine"
+    max_accumulator: float | None = None
     backtrack: bool = False
 
     def __post_init__(self) -> None:
@@ -302,6 +306,13 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         if self.hypergradient_gain > 0 and not self.step_controller:
             raise ValueError(f"hypergradient_gain={self.hypergradient_gain!r} needs step_controller=True "
                              "(the nominal increment drives the controller's accumulator)")
+        if self.max_accumulator is not None:
+            cap = check_positive("max_accumulator", self.max_accumulator)
+            if not self.step_controller:
+                raise ValueError(f"max_accumulator={cap!r} needs step_controller=True (it bounds the accumulator)")
+            if cap > self.max_log_step:
+                raise ValueError(f"max_accumulator={cap!r} must be <= max_log_step={self.max_log_step!r}")
+            self._set(max_accumulator=cap)
         if self.nominal_increment not in NOMINAL_INCREMENTS:
             raise ValueError(f"nominal_increment must be one of {NOMINAL_INCREMENTS}, got {self.nominal_increment!r}")
 
@@ -421,10 +432,12 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array,
                     trust_average: jax.Array) -> jax.Array:
         """:func:`learned_opt.feature_math.accumulate_log_step` with this optimizer's ``K``, ``S``, ``κ``
-        and nominal signal (``trust_average`` ``ρ̄`` is used by ``"cosine_trust"`` only)."""
-        return accumulate_log_step(acc, increment_raw, cos, self.max_step_change, self.max_log_step,
-                                   self.hypergradient_gain,
-                                   trust_average if self.nominal_increment == "cosine_trust" else None)
+        and nominal signal (``trust_average`` ``ρ̄`` is used by ``"cosine_trust"`` only), capped above at
+        ``max_accumulator``."""
+        acc = accumulate_log_step(acc, increment_raw, cos, self.max_step_change, self.max_log_step,
+                                  self.hypergradient_gain,
+                                  trust_average if self.nominal_increment == "cosine_trust" else None)
+        return acc if self.max_accumulator is None else jnp.minimum(acc, self.max_accumulator).astype(acc.dtype)
 
     def with_trust_features(self, theta: Theta) -> tuple[ScheduledAdamLOpt, Theta]:
         """This optimizer with ``trust_features=True`` and ``theta`` grown to match: zero input

@@ -148,19 +148,22 @@ def test_with_trust_features_warm_start_reproduces_the_source_updates():
         grown_lopt.with_trust_features(grown)
 
 
-@pytest.mark.parametrize("increment,max_step_change", [(0.3, 0.25), (-2.0, 0.5), (5.0, 1.0)])
-def test_step_controller_accumulates_bounded_increments(increment, max_step_change):
+@pytest.mark.parametrize("increment,max_step_change,cap", [(0.3, 0.25, None), (-2.0, 0.5, None), (5.0, 1.0, None),
+                                                           (5.0, 1.0, 1.5), (-2.0, 0.5, 0.5)])
+def test_step_controller_accumulates_bounded_increments(increment, max_step_change, cap):
     """A constant increment output ``c`` (through the last bias; memoryless output 0): after ``t``
-    steps the accumulator is ``clip(t·K·tanh(c/K), -S, S)`` and the update is Adam's at
-    ``lr0·exp(S·tanh(a_t/S))`` (closed form, against ``optax.adam`` on that schedule)."""
+    steps the accumulator is ``clip(t·K·tanh(c/K), -S, cap)`` (``cap = max_accumulator``, else ``S``)
+    and the update is Adam's at ``lr0·exp(S·tanh(a_t/S))`` (closed form, against ``optax.adam`` on
+    that schedule)."""
     S, lr0 = 3.0, 0.01
     lopt = ScheduledAdamLOpt(learning_rate=lr0, row_hidden=(), max_log_step=S, trust_features=True,
-                             step_controller=True, max_step_change=max_step_change)
+                             step_controller=True, max_step_change=max_step_change, max_accumulator=cap)
     theta = dict(lopt.init(jax.random.PRNGKey(0)), t_b2=jnp.asarray([0.0, increment]))
     params, loss = _problem(1)
     steps = 12
     ours = _run(lopt.opt_fn(theta, num_steps=steps), params, loss, steps=steps)
-    acc = np.clip(np.arange(1, steps + 1) * max_step_change * np.tanh(increment / max_step_change), -S, S)
+    acc = np.clip(np.arange(1, steps + 1) * max_step_change * np.tanh(increment / max_step_change), -S,
+                  S if cap is None else cap)
     lrs = jnp.asarray(lr0 * np.exp(S * np.tanh(acc / S)), jnp.float32)
     ref = _run(optax.adam(lambda count: lrs[count]), params, loss, steps=steps)
     for t, (u, r) in enumerate(zip(ours, ref)):
@@ -272,6 +275,30 @@ def test_with_step_controller_warm_start_reproduces_the_source_updates():
 def test_nominal_increment_rejects_unknown_names():
     with pytest.raises(ValueError, match="nominal_increment must be one of .*'cosine_trust'.* got 'trust'"):
         ScheduledAdamLOpt(trust_features=True, step_controller=True, hypergradient_gain=0.1, nominal_increment="trust")
+
+
+def test_max_accumulator_caps_step_sizes_and_rejects_bad_config():
+    """``step_sizes`` with the cap: ``lr0 exp(S tanh(min(a + K tanh(κ c/K), cap)/S))`` (closed form);
+    a cap at ``S`` changes nothing; bad caps name the option."""
+    S, K, gain, lr0, cap = 6.0, 0.25, 0.1, 0.01, 2.0
+    kwargs = dict(learning_rate=lr0, trust_features=True, step_controller=True, hypergradient_gain=gain)
+    lopt = ScheduledAdamLOpt(**kwargs, max_accumulator=cap)
+    theta = lopt.init(jax.random.PRNGKey(0))
+    cos_col = lopt.num_context - 1 - 4 + 2
+    ctx = np.zeros((3, lopt.num_context), np.float32)
+    ctx[:, cos_col] = [1.0, 1.0, -1.0]
+    ctx[:, -1] = [0.0, 1.95 / S, 1.95 / S]
+    a = np.minimum(S * ctx[:, -1] + K * np.tanh(gain * ctx[:, cos_col] / K), cap)
+    np.testing.assert_allclose(np.asarray(lopt.step_sizes(theta, ctx)), lr0 * np.exp(S * np.tanh(a / S)), rtol=1e-5)
+    assert a[1] == cap and a[2] < cap  # the cap bit on the growing tensor only
+    np.testing.assert_array_equal(np.asarray(ScheduledAdamLOpt(**kwargs, max_accumulator=S).step_sizes(theta, ctx)),
+                                  np.asarray(ScheduledAdamLOpt(**kwargs).step_sizes(theta, ctx)))
+    with pytest.raises(ValueError, match="max_accumulator=7.0 must be <= max_log_step=6.0"):
+        ScheduledAdamLOpt(**kwargs, max_accumulator=7.0)
+    with pytest.raises(ValueError, match="max_accumulator"):
+        ScheduledAdamLOpt(**kwargs, max_accumulator=0.0)
+    with pytest.raises(ValueError, match="max_accumulator=2.0 needs step_controller=True"):
+        ScheduledAdamLOpt(learning_rate=lr0, max_accumulator=2.0)
 
 
 def test_step_controller_rejects_bad_config():
