@@ -23,7 +23,7 @@ import optax
 _DIR = Path(__file__).resolve().parent / "pretrained"
 _SUFFIX = ".lopt"
 #: Aliases: ``"default"`` names the best shipped optimizer under the evaluation protocol.
-ALIASES = {"default": "scheduled_shape"}
+ALIASES = {"default": "scheduled_shape_swa"}
 
 
 def pretrained_names() -> list[str]:

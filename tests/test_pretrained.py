@@ -12,7 +12,7 @@ import learned_opt
 import tasksets
 
 NAMES = ("mlp", "hierarchical", "scheduled", "scheduled_trust", "hierarchical_scheduled", "scheduled_pool",
-         "scheduled_hypergrad", "scheduled_swa", "scheduled_shape")
+         "scheduled_hypergrad", "scheduled_swa", "scheduled_shape", "scheduled_shape_swa")
 
 
 def _heldout_task(family: str):
