@@ -3,7 +3,8 @@
 On MLP classifiers sampled from the meta-training distribution (the first eight of the ``indist``
 suite), the card's evaluation of the default (`scheduled_shape_swa`) has 6 wins (speed-up >= 1.1),
 1 tie and 1 loss (``indist/mlp-600000``, speed-up 0.67; earlier defaults: `scheduled_shape` 5 / 2 /
-1, `scheduled_swa` 7 wins and 1 loss under the old speed-up rule, `scheduled_hypergrad` 5 / 2 / 1) against constant-learning-rate Adam tuned per task over the protocol's grid.
+1, `scheduled_swa` 7 wins and 1 loss under the old speed-up rule, `scheduled_hypergrad` 5 / 2 / 1)
+against constant-learning-rate Adam tuned per task over the protocol's grid.
 This test re-runs that comparison on those eight tasks under
 the evaluation protocol (Adam's learning rate selected on ``inner_valid``, scored on ``test``, 3
 seeds) and asks for at least 4 wins and at most 1 loss, so a change to the optimizer, the

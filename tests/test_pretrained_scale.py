@@ -68,7 +68,8 @@ def final_normalized_loss(opt, task, stats, *, loss_scale=1.0, tensor=None, fact
 @pytest.mark.slow
 def test_default_optimizer_is_robust_to_loss_scale_and_smaller_parameters():
     """Measured for the default ``scheduled_shape_swa``: base 0.0000, loss × 1e3 0.0000, ``w = 100 u``
-    0.0000 (``scheduled_shape`` and ``scheduled_swa`` the same; ``scheduled_hypergrad`` the same; ``scheduled_pool``: 0.0001, 0.0001, 0.0000;
+    0.0000 (``scheduled_shape``, ``scheduled_swa`` and ``scheduled_hypergrad`` the same;
+    ``scheduled_pool``: 0.0001, 0.0001, 0.0000;
     ``scheduled_trust``: 0.0075, 0.0075, 0.0001)."""
     task, stats = _task()
     opt = load_pretrained("default", num_steps=HORIZON)
