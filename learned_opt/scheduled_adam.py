@@ -249,7 +249,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       nominal_increment: the nominal increment's signal: ``"cosine"`` (``κ cos(g, m_{t-1})``) or
         ``"cosine_trust"`` (``κ min(cos, ρ̄)``, ``ρ̄`` the trust-ratio average: no growth on a
         plateau, shrink while the loss rises; see :func:`learned_opt.feature_math.accumulate_log_step`);
-        it has an effect only with ``hypergradient_gain > 0``.
+        anything but ``"cosine"`` needs ``hypergradient_gain > 0``.
       max_accumulator: upper bound of the accumulator ``a_j`` (``None``: ``S``; the lower bound stays
         ``-S``): caps how far the controller can grow a step above the memoryless schedule,
         ``exp(max_accumulator)``, without changing anything below the cap.
@@ -315,6 +315,9 @@ class ScheduledAdamLOpt(PerParameterLOpt):
             self._set(max_accumulator=cap)
         if self.nominal_increment not in NOMINAL_INCREMENTS:
             raise ValueError(f"nominal_increment must be one of {NOMINAL_INCREMENTS}, got {self.nominal_increment!r}")
+        if self.nominal_increment != "cosine" and self.hypergradient_gain == 0:
+            raise ValueError(f"nominal_increment={self.nominal_increment!r} needs hypergradient_gain > 0 "
+                             "(with gain 0 there is no nominal increment for it to change)")
 
     @property
     def num_context(self) -> int:

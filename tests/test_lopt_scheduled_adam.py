@@ -272,9 +272,11 @@ def test_with_step_controller_warm_start_reproduces_the_source_updates():
         ScheduledAdamLOpt().with_step_controller(ScheduledAdamLOpt().init(jax.random.PRNGKey(0)))
 
 
-def test_nominal_increment_rejects_unknown_names():
+def test_nominal_increment_rejects_unknown_names_and_a_missing_gain():
     with pytest.raises(ValueError, match="nominal_increment must be one of .*'cosine_trust'.* got 'trust'"):
         ScheduledAdamLOpt(trust_features=True, step_controller=True, hypergradient_gain=0.1, nominal_increment="trust")
+    with pytest.raises(ValueError, match="nominal_increment='cosine_trust' needs hypergradient_gain > 0"):
+        ScheduledAdamLOpt(trust_features=True, step_controller=True, nominal_increment="cosine_trust")
 
 
 def test_max_accumulator_caps_step_sizes_and_rejects_bad_config():
