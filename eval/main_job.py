@@ -11,7 +11,7 @@ Steps (all offline; the default distribution uses only data shipped inside the p
    ``scheduled_hypergrad`` recipe (PES on tasks of the
    ``train_pool`` taskset, log-uniform trajectory lengths, final-loss weighted normalized
    meta-loss, weight reparameterization, every task's meta-gradient clipped to the median task's
-   norm, AdamW at a constant 1e-3 after a 50-step warmup; :data:`DEFAULT_TRAIN`) for the
+   norm, AdamW warmup-cosine; :data:`DEFAULT_TRAIN`) for the
    training share of the budget,
    checkpointing into ``OUT/train/`` (``learned-opt train --resume --out OUT/train`` continues it).
 2. **Evaluate** θ̄, the moving average of θ over the outer steps (``theta_average``; the newest θ
@@ -54,15 +54,10 @@ from typing import Any, Sequence
 # (`theta_average` 0.998, about 500 steps of memory), not the last θ: with seed 2 in session 12 the
 # last θ lost 21 and 19 tasks to tuned Adam (5 diverged runs), θ̄ of the same run 11 and 16 (none
 # diverged), and θ̄ also won the `select` suite, where the choice was made (docs/ablations.md).
-# Since session 17 the outer rate is a constant 1e-3 after the 50-step warmup (the preset's
-# warmup-cosine peaks at 3e-3): on `select` the θ̄ of seeds 0 and 1 went from 6 / 7 / 3 and
-# 2 / 8 / 6 to 7 / 7 / 2 and 6 / 7 / 3, and in the report suites seed 1 (the old recipe's worst) from
-# 12 / 10 / 10 and 6 / 5 / 21 to 13 / 13 / 6 and 13 / 12 / 7 (docs/ablations.md, "The default
-# run", session 17).
 DEFAULT_TRAIN: dict[str, Any] = {
     "preset": "scheduled_hypergrad",
     "overrides": {"mixture_size": 16, "outer_steps": 2400, "outer_warmup_steps": 50, "checkpoint_every": 25,
-                  "task_grad_clip": 1.0, "theta_average": 0.998, "outer_lr": 1e-3},
+                  "task_grad_clip": 1.0, "theta_average": 0.998},
 }
 # --quick: two tasks, short trajectories and unrolls (a smoke test of every stage).
 QUICK_TRAIN: dict[str, Any] = {
