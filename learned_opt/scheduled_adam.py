@@ -12,7 +12,15 @@ For parameter ``i`` of tensor ``j``, gradient ``g``, step ``t`` (1-based) and ho
     s_j = S · tanh(f_θ(c_j)[0] / S)                      (learned per-tensor log step, |s_j| < S)
     r_i = C · tanh(h_θ(x_i) / C)                         (learned per-parameter correction, |r_i| < C;
                                                           unbounded, r_i = h_θ(x_i), when C is None)
-    update_i = -lr0 · exp(s_j) · (d_i + r_i)
+    update_i = -lr0 · c(t) · exp(s_j) · (d_i + r_i)
+
+``c(t)`` is a hand-designed *nominal schedule*: ``1`` (``nominal_schedule="constant"``, the
+default) or, with ``nominal_schedule="cosine"`` and a known horizon, the cosine decay
+``c(t) = α + (1 - α) · (1 + cos(π · min(t - 1, T) / T)) / 2`` to the floor ``α``
+(``nominal_schedule_floor``) — the factor of ``optax.cosine_decay_schedule`` at update ``t``, so
+that at the initial θ (with ``κ = 0``) the optimizer is tuned-style Adam with cosine decay and
+meta-training learns deviations from it rather than the decay itself. Without a horizon
+``c(t) = 1``.
 
 ``f_θ`` is a small MLP over the per-tensor context ``c_j``: the time features (``tanh(t/τ)`` for
 several ``τ`` and the fraction of training done ``t/T``, ``1 - t/T`` when the horizon is known),
@@ -111,6 +119,8 @@ NUM_TENSOR_STATS = 4
 _COS_COLUMN = 2  # cos(g, m_{t-1}) in the tensor statistics
 #: signals of the step controller's nominal increment (``ScheduledAdamLOpt.nominal_increment``)
 NOMINAL_INCREMENTS = ("cosine", "cosine_trust")
+#: hand-designed factors ``c(t)`` of the step (``ScheduledAdamLOpt.nominal_schedule``)
+NOMINAL_SCHEDULES = ("constant", "cosine")
 NUM_ROW_FEATURES = 5
 NUM_SHAPE_FEATURES = 3
 
@@ -253,6 +263,10 @@ class ScheduledAdamLOpt(PerParameterLOpt):
       max_accumulator: upper bound of the accumulator ``a_j`` (``None``: ``S``; the lower bound stays
         ``-S``): caps how far the controller can grow a step above the memoryless schedule,
         ``exp(max_accumulator)``, without changing anything below the cap.
+      nominal_schedule: the hand-designed factor ``c(t)`` of the step: ``"constant"`` (1) or
+        ``"cosine"`` (cosine decay over the horizon to ``nominal_schedule_floor · lr0``; 1 when the
+        horizon is not known).
+      nominal_schedule_floor: ``α`` in ``[0, 1)``, the cosine's final factor.
       backtrack: wrap the optimizer in :func:`learned_opt.backtracking.backtrack_on_spike` (undo a
         step whose loss spikes above the start, then take smaller steps); identical until a spike.
     """
@@ -280,6 +294,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     shape_features: bool = False
     nominal_increment: str = "cosine"
     max_accumulator: float | None = None
+    nominal_schedule: str = "constant"
+    nominal_schedule_floor: float = 0.0
     backtrack: bool = False
 
     def __post_init__(self) -> None:
@@ -313,6 +329,10 @@ class ScheduledAdamLOpt(PerParameterLOpt):
             if cap > self.max_log_step:
                 raise ValueError(f"max_accumulator={cap!r} must be <= max_log_step={self.max_log_step!r}")
             self._set(max_accumulator=cap)
+        if self.nominal_schedule not in NOMINAL_SCHEDULES:
+            raise ValueError(f"nominal_schedule must be one of {NOMINAL_SCHEDULES}, got {self.nominal_schedule!r}")
+        floor = check_floats_in("nominal_schedule_floor", [self.nominal_schedule_floor], 0.0, 1.0)[0]
+        self._set(nominal_schedule_floor=floor)
         if self.nominal_increment not in NOMINAL_INCREMENTS:
             raise ValueError(f"nominal_increment must be one of {NOMINAL_INCREMENTS}, got {self.nominal_increment!r}")
         if self.nominal_increment != "cosine" and self.hypergradient_gain == 0:
@@ -420,7 +440,8 @@ class ScheduledAdamLOpt(PerParameterLOpt):
             raw = raw + acc
         log_step = self.max_log_step * jnp.tanh(raw / self.max_log_step)
         direction = adam.direction + self._correction(theta, inputs, adam, ctx) if self.row_hidden else adam.direction
-        lr = self.learning_rate * jnp.exp(segment_broadcast(log_step, layout))
+        lr = self.learning_rate * self._nominal_factor(state.count, inputs.num_steps, layout.dtype) * jnp.exp(
+            segment_broadcast(log_step, layout))
         u = (-lr * direction).astype(layout.dtype)
         stats = (state.loss_stats if loss is None
                  else update_loss_stats(state.loss_stats, loss, jnp.asarray(LOSS_DECAYS, jnp.float32)))
@@ -431,6 +452,16 @@ class ScheduledAdamLOpt(PerParameterLOpt):
                 return u, ScheduledAdamControlState(*trust_state, log_step_acc=acc)
             return u, ScheduledAdamTrustState(*trust_state)
         return u, ScheduledAdamState(adam.count, adam.m, adam.v, adam.q, stats)
+
+    def _nominal_factor(self, count: jax.Array, num_steps: int | jax.Array | None, dtype: Any) -> jax.Array | float:
+        """``c(t)`` of the module docstring at the update after ``count`` updates (1 for
+        ``"constant"`` or without a horizon)."""
+        if self.nominal_schedule == "constant" or num_steps is None:
+            return 1.0
+        horizon = jnp.maximum(jnp.asarray(num_steps, dtype), 1.0)
+        frac = jnp.minimum(jnp.asarray(count, dtype), horizon) / horizon
+        floor = self.nominal_schedule_floor
+        return floor + (1.0 - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
     def _accumulate(self, acc: jax.Array, increment_raw: jax.Array, cos: jax.Array,
                     trust_average: jax.Array) -> jax.Array:

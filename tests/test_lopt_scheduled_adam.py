@@ -343,3 +343,53 @@ def test_with_shape_features_warm_start_reproduces_the_source_updates():
         grown_lopt.with_shape_features(grown)
     with pytest.raises(TypeError, match="shape_features"):
         ScheduledAdamLOpt(shape_features="yes")
+
+
+@pytest.mark.parametrize("floor,kwargs", [(0.0, {}), (0.1, {"row_hidden": ()}),
+                                          (0.05, {"trust_features": True, "step_controller": True})])
+def test_nominal_cosine_schedule_at_initial_theta_is_adam_with_cosine_decay(floor, kwargs):
+    """``nominal_schedule="cosine"`` at the initial θ (κ = 0) makes optax.adam's updates with
+    ``optax.cosine_decay_schedule(lr0, T, floor)``, step for step to the horizon and past it."""
+    horizon = 12
+    lopt = ScheduledAdamLOpt(learning_rate=0.02, nominal_schedule="cosine", nominal_schedule_floor=floor, **kwargs)
+    theta = lopt.init(jax.random.PRNGKey(4))
+    params, loss = _problem()
+    ours = _run(lopt.opt_fn(theta, num_steps=horizon), params, loss, steps=15)
+    ref = _run(optax.adam(optax.cosine_decay_schedule(0.02, horizon, alpha=floor)), params, loss, steps=15)
+    for u, r in zip(ours, ref):
+        for k in u:
+            np.testing.assert_allclose(np.asarray(u[k]), np.asarray(r[k]), rtol=1e-4, atol=1e-8)
+    assert np.abs(np.asarray(ours[1]["w"])).max() > 0  # not vacuous: the early updates are Adam's
+    without_horizon = _run(lopt.opt_fn(theta), params, loss, steps=5)  # no horizon: c(t) = 1
+    for u, r in zip(without_horizon, _run(optax.adam(0.02), params, loss, steps=5)):
+        np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(r["w"]), rtol=1e-4, atol=1e-8)
+
+
+def test_nominal_schedule_with_traced_horizon_matches_static():
+    lopt = ScheduledAdamLOpt(nominal_schedule="cosine", trust_features=True, step_controller=True,
+                             hypergradient_gain=0.1)
+    theta = random_theta(lopt, 5)
+    params, loss = _problem(1)
+
+    def first_updates(horizon):
+        opt = lopt.opt_fn(theta, num_steps=horizon)
+        state, p, out = opt.init(params), params, []
+        for _ in range(6):
+            val, g = jax.value_and_grad(loss)(p)
+            u, state = opt.update(g, state, p, loss=val)
+            p = optax.apply_updates(p, u)
+            out.append(u["w"])
+        return jnp.stack(out)
+
+    static = first_updates(8)
+    traced = jax.jit(first_updates)(jnp.asarray(8, jnp.int32))
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(static), rtol=1e-4, atol=1e-8)
+
+
+def test_nominal_schedule_config_errors():
+    with pytest.raises(ValueError, match="nominal_schedule must be one of"):
+        ScheduledAdamLOpt(nominal_schedule="linear")
+    with pytest.raises(ValueError, match="nominal_schedule_floor"):
+        ScheduledAdamLOpt(nominal_schedule="cosine", nominal_schedule_floor=1.5)
+    with pytest.raises(ValueError, match="nominal_schedule_floor"):
+        ScheduledAdamLOpt(nominal_schedule_floor=-0.1)
