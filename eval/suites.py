@@ -17,6 +17,7 @@ does; resolved suites record every task's ``task_id`` (or constructor config) in
 ``select``         the selection split for learned optimizers (checkpoints, soups, their
                    hyperparameters): the 12 ``heldout`` tasks at horizon 200 + 4 of them at 1000;
                    disjoint from ``indist`` and ``ood`` — select here, report there
+``select2``        the second, larger selection split: the 24 ``heldout2`` tasks at horizon 200
 ``indist-small``   the first 8 tasks of ``indist`` (family-balanced)
 ``ood-small``      2 tasks per OOD axis
 ``ood_family`` …   one OOD axis each (``ood_family``, ``ood_size``, ``ood_dataset``, ``ood_horizon``)
@@ -233,6 +234,11 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           entries=(FromTaskset("heldout", per_family=12, limit=12),
                    FromTaskset("heldout", per_family=1, limit=4, num_steps=1000)),
           seeds=3),
+    Suite("select2", 1, "the second, larger selection split (session 18): the 24 tasks of the "
+          "heldout2 taskset (unseen seeds of the training families in the train taskset's "
+          "proportions, disjoint from select, indist and ood) at the meta-training horizon; "
+          "never report on it",
+          entries=(FromTaskset("heldout2", per_family=24, limit=24),), seeds=3),
     Suite("indist-small", 2, "the first 8 tasks of indist (family-balanced)",
           entries=(FromTaskset("indist", per_family=32, limit=8),), seeds=3),
     Suite("ood-small", 2, "2 tasks per OOD axis", entries=_ood_entries(2), seeds=3),

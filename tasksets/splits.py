@@ -14,6 +14,7 @@ The named tasksets (see :data:`TASKSET_SPECS`):
   synthetic Gaussian-mixture / teacher datasets), quadratics, classic synthetic problems and
   MLP autoencoders on 8x8 digits; horizon 200;
 * ``heldout``     -- the same families and ranges, unseen seeds;
+* ``heldout2``    -- 24 more unseen seeds of the same (the second selection split, suite ``select2``);
 * ``ood_family``  -- families never trained on: conv nets, VAEs, character RNN language models;
 * ``ood_size``    -- wider and deeper MLPs, bigger quadratics;
 * ``ood_dataset`` -- datasets never trained on: MNIST-1D and 16x16 digits;
@@ -62,6 +63,16 @@ TASKSET_SPECS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "description": "unseen seeds of the training families and ranges",
         "horizon": TRAIN_HORIZON,
         "members": _train_members(100_000, _TRAIN_COUNTS),
+    },
+    "heldout2": {
+        "description": "24 more unseen seeds of the training families and ranges (the train "
+                       "taskset's proportions): the second, larger selection split (suite select2)",
+        "horizon": TRAIN_HORIZON,
+        # the synthetic family's space is small: its seeds start at 800_010 because seed 800_001
+        # draws a problem (8-d Rosenbrock, no wrappers) that is also in train_pool
+        "members": [m if m["family"] != "synthetic_family" else {**m, "seed_start": 800_010}
+                    for m in _train_members(800_000, {"mlp_family": 10, "quadratic_family": 6,
+                                                      "synthetic_family": 4, "mlp_ae_family": 4})],
     },
     "train_pool": {
         "description": "48 further samples of the meta-training distribution (the train families "

@@ -136,6 +136,19 @@ def test_selection_split_is_disjoint_from_the_reported_suites():
     assert len({t.name for t in select}) == len(select)
 
 
+def test_second_selection_split_is_disjoint_from_select_reports_and_training():
+    import tasksets
+
+    select2 = suites.get_suite("select2").resolve()
+    fams = [t.config["family"] for t in select2]
+    assert {f: fams.count(f) for f in set(fams)} == {"mlp_family": 10, "quadratic_family": 6,
+                                                     "synthetic_family": 4, "mlp_ae_family": 4}
+    others = [t for name in ("select", "indist", "ood") for t in suites.get_suite(name).resolve()]
+    assert {t.task_id for t in select2}.isdisjoint({t.task_id for t in others})
+    trained = {tasksets.task_id(c) for name in ("train", "train_pool") for c in tasksets.load_taskset(name)}
+    assert {t.task_id for t in select2}.isdisjoint(trained)
+
+
 def test_headline_suites_are_large_and_balanced():
     indist = suites.get_suite("indist").resolve()
     assert len(indist) >= 32 and {t.group for t in indist} == {"indist"}

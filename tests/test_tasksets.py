@@ -252,7 +252,8 @@ def test_adam_sweep_matches_an_unvectorized_optax_run():
 # ----------------------------------------------------------------------------------------------
 # named tasksets and stored statistics
 
-NAMED = ["train", "heldout", "indist", "ood_family", "ood_size", "ood_dataset", "ood_horizon", "ood_horizon10"]
+NAMED = ["train", "heldout", "heldout2", "indist", "ood_family", "ood_size", "ood_dataset", "ood_horizon",
+         "ood_horizon10"]
 
 
 def test_named_tasksets_exist_with_horizons():
