@@ -68,6 +68,13 @@ def update_moments(momenta: Array, second_moment: Array, g: Array, decays: Array
     return ema(momenta, g, decays), beta_v * second_moment + (1.0 - beta_v) * jnp.square(g)
 
 
+def horizon_fraction(step: Array, num_steps: int | Array, dtype: Any = jnp.float32) -> Array:
+    """``clip(t/T, 0, 1)``, the fraction of the horizon ``T`` (static or traced, at least 1) done."""
+    horizon = (jnp.maximum(jnp.asarray(num_steps, dtype), 1.0) if isinstance(num_steps, jax.Array)
+               else float(max(int(num_steps), 1)))
+    return jnp.clip(jnp.asarray(step, dtype) / horizon, 0.0, 1.0)
+
+
 def time_features(step: Array, num_steps: int | Array | None,
                   timescales: Sequence[float] = DEFAULT_TIMESCALES, dtype: Any = jnp.float32) -> Array:
     """``[tanh(t/s) for s in timescales] + [t/T, 1 - t/T]`` (the last two are 0 without a horizon)."""
@@ -76,9 +83,7 @@ def time_features(step: Array, num_steps: int | Array | None,
     if num_steps is None:
         feats += [jnp.zeros((), dtype), jnp.zeros((), dtype)]
     else:
-        horizon = (jnp.maximum(jnp.asarray(num_steps, dtype), 1.0) if isinstance(num_steps, jax.Array)
-                   else float(max(int(num_steps), 1)))
-        frac = jnp.clip(t / horizon, 0.0, 1.0)
+        frac = horizon_fraction(t, num_steps, dtype)
         feats += [frac, 1.0 - frac]
     return jnp.stack(feats)
 

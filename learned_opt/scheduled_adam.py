@@ -94,6 +94,7 @@ from learned_opt.feature_math import (
     NUM_TRUST_FEATURES,
     LossStats,
     accumulate_log_step,
+    horizon_fraction,
     init_loss_stats,
     loss_features,
     next_count,
@@ -458,8 +459,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
         ``"constant"`` or without a horizon)."""
         if self.nominal_schedule == "constant" or num_steps is None:
             return 1.0
-        horizon = jnp.maximum(jnp.asarray(num_steps, dtype), 1.0)
-        frac = jnp.minimum(jnp.asarray(count, dtype), horizon) / horizon
+        frac = horizon_fraction(count, num_steps, dtype)
         floor = self.nominal_schedule_floor
         return floor + (1.0 - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
@@ -523,7 +523,7 @@ class ScheduledAdamLOpt(PerParameterLOpt):
     def step_sizes(self, theta: Theta, context: Any) -> jax.Array:
         """``lr0 · exp(s)`` for a batch of per-tensor contexts ``(…, C)`` (for inspection). With the
         step controller the accumulator is read from the context's last column (``a/S``, before
-        this step's increment)."""
+        this step's increment); the nominal factor ``c(t)`` is not included."""
         context = jnp.asarray(context, jnp.float32)
         out = mlp_apply(_sub_theta(theta, "t_"), context, len(self.tensor_hidden) + 1)
         raw = out[..., 0]
